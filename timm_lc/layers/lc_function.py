@@ -1,0 +1,164 @@
+"""The locally connected 2D operator as a functional op with a lean custom autograd path.
+
+An LC layer gives every output position p its own filter, so its forward is one batched
+matmul over positions: ``out[p] = W[p] @ cols[p]``, with ``cols[p]`` the (kh * kw * C_in/groups,
+batch) input patches that p sees. The input is first laid out as (H, W, C, B), so every patch
+row (one kernel offset, all channels, all images) is one contiguous block and gathering the
+patches is a sequence of block copies. Backward gathers them again from the saved input
+instead of keeping the k^2-times larger patch tensor alive between forward and backward, and
+reuses one patch-sized buffer for the weight and input gradients.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def gather_patches(
+        x_hwcb: Tensor,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        output_size: Tuple[int, int],
+        groups: int,
+) -> Tensor:
+    """Patches of a padded (H, W, C, B) input as (H_out * W_out * groups, kh * kw * C/groups, B)."""
+    hp, wp, c, b = x_hwcb.shape
+    kh, kw = kernel_size
+    ho, wo = output_size
+    cg = c // groups
+    row, col = wp * c * b, c * b
+    windows = x_hwcb.as_strided(
+        (ho, wo, groups, kh, kw, cg, b),
+        (stride[0] * row, stride[1] * col, cg * b, dilation[0] * row, dilation[1] * col, b, 1),
+        x_hwcb.storage_offset(),
+    )
+    return windows.reshape(ho * wo * groups, kh * kw * cg, b)
+
+
+def scatter_patches_(
+        grad_x_hwcb: Tensor,
+        grad_cols: Tensor,
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        output_size: Tuple[int, int],
+        groups: int,
+) -> Tensor:
+    """Adds patch gradients onto the padded (H, W, C, B) input gradient: gather_patches' adjoint."""
+    hp, wp, c, b = grad_x_hwcb.shape
+    kh, kw = kernel_size
+    ho, wo = output_size
+    cg = c // groups
+    cols = grad_cols.view(ho, wo, groups, kh, kw, cg, b)
+    target = grad_x_hwcb.view(hp, wp, groups, cg, b)
+    h_span = stride[0] * (ho - 1) + 1
+    w_span = stride[1] * (wo - 1) + 1
+    for u in range(kh):
+        h0 = u * dilation[0]
+        for v in range(kw):
+            w0 = v * dilation[1]
+            target[h0:h0 + h_span:stride[0], w0:w0 + w_span:stride[1]] += cols[:, :, :, u, v]
+    return grad_x_hwcb
+
+
+def weight_matrices(weight: Tensor, groups: int) -> Tensor:
+    """(H_out, W_out, C_out, kh, kw, C_in/groups) weight as (positions * groups, C_out/groups, K)."""
+    ho, wo, c_out = weight.shape[:3]
+    return weight.reshape(ho * wo * groups, c_out // groups, -1)
+
+
+def _bias_columns(bias: Tensor, groups: int) -> Tensor:
+    """(C_out, H_out, W_out) bias as (positions * groups, C_out/groups, 1) for baddbmm."""
+    c_out, ho, wo = bias.shape
+    return bias.permute(1, 2, 0).reshape(ho * wo * groups, c_out // groups, 1)
+
+
+def _lc_matmul(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
+               stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tensor:
+    """The LC op on an (H, W, C, B) input; returns the output as (B, C_out, H_out, W_out) view."""
+    ho, wo, c_out = weight.shape[:3]
+    cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
+    w = weight_matrices(weight, groups)
+    out = torch.bmm(w, cols) if bias is None else torch.baddbmm(_bias_columns(bias, groups), w, cols)
+    return out.view(ho, wo, c_out, -1).permute(3, 2, 0, 1)
+
+
+def _output_memory_format(x: Tensor) -> torch.memory_format:
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class LocallyConnected2dFunction(torch.autograd.Function):
+    """Custom autograd for the LC op on an already padded (B, C, H, W) input."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kernel_size, stride, dilation, groups):
+        x_hwcb = x.permute(2, 3, 1, 0).contiguous()
+        out = _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
+        ctx.save_for_backward(x_hwcb, weight)
+        ctx.has_bias = bias is not None
+        ctx.conf = (kernel_size, stride, dilation, groups)
+        return out.contiguous(memory_format=_output_memory_format(x))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_hwcb, weight = ctx.saved_tensors
+        kernel_size, stride, dilation, groups = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        ho, wo, c_out = weight.shape[:3]
+        # (B, C_out, ho, wo) -> (ho * wo * groups, C_out / groups, B)
+        g = grad_out.permute(2, 3, 1, 0).reshape(ho * wo * groups, c_out // groups, -1)
+        grad_x = grad_w = grad_b = None
+        if need_b and ctx.has_bias:
+            grad_b = g.sum(-1).view(ho, wo, c_out).permute(2, 0, 1).contiguous()
+        if need_w or need_x:
+            cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
+            if need_w:
+                grad_w = torch.bmm(g, cols.transpose(1, 2)).view(weight.shape)
+            if need_x:
+                torch.bmm(weight_matrices(weight, groups).transpose(1, 2), g, out=cols)  # reuse buffer
+                grad_x_hwcb = scatter_patches_(torch.zeros_like(x_hwcb), cols, kernel_size, stride,
+                                               dilation, (ho, wo), groups)
+                grad_x = grad_x_hwcb.permute(3, 2, 0, 1)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def locally_connected2d_plain(
+        x: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        groups: int,
+) -> Tensor:
+    """Same op in plain autograd-tracked ops: the TorchScript path (keeps the patches for backward)."""
+    x_hwcb = x.permute(2, 3, 1, 0).contiguous()
+    return _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups).contiguous()
+
+
+def locally_connected2d(
+        x: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int] = (1, 1),
+        dilation: Tuple[int, int] = (1, 1),
+        groups: int = 1,
+) -> Tensor:
+    """Locally connected 2D op on an already padded (B, C_in, H, W) input.
+
+    ``weight`` is (H_out, W_out, C_out, kh, kw, C_in/groups), ``bias`` (C_out, H_out, W_out).
+    Under autocast the inputs are cast once to the autocast dtype (before the k^2-inflated
+    patches exist) so the batched matmuls run in low precision.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(device_type, enabled=False):
+            return LocallyConnected2dFunction.apply(x, weight, bias, kernel_size, stride, dilation, groups)
+    return LocallyConnected2dFunction.apply(x, weight, bias, kernel_size, stride, dilation, groups)

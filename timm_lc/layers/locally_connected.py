@@ -1,0 +1,236 @@
+"""LocallyConnected2d: a Conv2d without weight sharing, for a fixed input size.
+
+Weight layout: ``weight[h, w, c_out, u, v, c_in / groups]`` (shape
+``(H_out, W_out, C_out, kh, kw, C_in/groups)``): one filter per output position, position-major
+and channel-last so the forward is a single batched matmul with no weight copy. A Conv2d kernel
+``k`` (C_out, C_in/groups, kh, kw) maps to every position as ``k.permute(0, 2, 3, 1)`` (see
+``kernel_to_filters`` / ``filters_to_kernel``).
+``bias[c_out, h, w]`` (shape ``(C_out, H_out, W_out)``) is per position too.
+"""
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+from timm.layers import register_notrace_module
+
+from .lc_function import locally_connected2d, locally_connected2d_plain
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+IntOrPair = Union[int, Tuple[int, int]]
+
+
+def resolve_padding(
+        padding: Union[str, int, Tuple[int, ...]],
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+) -> Tuple[int, int, int, int]:
+    """Explicit ``F.pad`` amounts (left, right, top, bottom) for Conv2d-style ``padding``.
+
+    'same' keeps ``ceil(size / stride)`` outputs with the extra pixel on the bottom/right, as
+    torch (stride 1) and TF / timm's ``Conv2dSame`` (any stride) do; a 4-tuple is taken as
+    explicit (left, right, top, bottom) amounts.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+        pads = []
+        for size, k, s, d in zip(input_size, kernel_size, stride, dilation):
+            total = max((math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        return left, right, top, bottom
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding[1], padding[1], padding[0], padding[0]
+    if len(padding) == 4:
+        return padding  # type: ignore[return-value]
+    raise ValueError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding}")
+
+
+def lc_output_size(
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        pads: Tuple[int, int, int, int],
+) -> Tuple[int, int]:
+    """Output (H, W) of a conv / LC layer with explicit (left, right, top, bottom) pads."""
+    left, right, top, bottom = pads
+    padded = (input_size[0] + top + bottom, input_size[1] + left + right)
+    return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel_size, stride, dilation))
+
+
+def kernel_to_filters(kernel: Tensor) -> Tensor:
+    """Conv2d kernel (C_out, C_in/g, kh, kw) -> one position's LC filters (C_out, kh, kw, C_in/g)."""
+    return kernel.permute(0, 2, 3, 1)
+
+
+def filters_to_kernel(filters: Tensor) -> Tensor:
+    """LC filters (..., C_out, kh, kw, C_in/g) -> Conv2d kernel layout (..., C_out, C_in/g, kh, kw)."""
+    return filters.movedim(-1, -3)
+
+
+@register_notrace_module  # an fx leaf: its forward calls a custom autograd Function
+class LocallyConnected2d(nn.Module):
+    """2D locally connected layer: Conv2d's arguments and output, one filter per position.
+
+    ``input_size`` is the fixed (H, W) the layer accepts. With every position holding the same
+    kernel it computes exactly that Conv2d (see ``from_conv``). See the module docstring for the
+    weight layout. ``init`` is 'kaiming' (per-position, Conv2d's default law) or 'zeros'.
+    """
+    __constants__ = ["in_channels", "out_channels", "kernel_size", "stride", "dilation",
+                     "groups", "padding_mode", "input_size", "output_size", "pads"]
+
+    def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: IntOrPair,
+            input_size: IntOrPair,
+            stride: IntOrPair = 1,
+            padding: Union[str, int, Tuple[int, ...]] = 0,
+            dilation: IntOrPair = 1,
+            groups: int = 1,
+            bias: bool = True,
+            padding_mode: str = "zeros",
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must both be divisible by groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.input_size = _pair(input_size)
+        self.stride = _pair(stride)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.padding = padding if isinstance(padding, str) else (
+            tuple(padding) if isinstance(padding, (tuple, list)) and len(padding) == 4 else _pair(padding))
+        self.pads = resolve_padding(padding, self.input_size, self.kernel_size, self.stride, self.dilation)
+        self.output_size = lc_output_size(self.input_size, self.kernel_size, self.stride, self.dilation, self.pads)
+        if min(self.output_size) < 1:
+            raise ValueError(f"input_size {self.input_size} is too small for kernel_size {self.kernel_size}, "
+                             f"dilation {self.dilation} and padding {self.padding}: output would be {self.output_size}")
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(torch.empty(
+            *self.output_size, out_channels, *self.kernel_size, in_channels // groups, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, *self.output_size, **factory)) if bias else None
+        self.reset_parameters()
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs of one neuron: C_in / groups * kh * kw."""
+        return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+
+    def reset_parameters(self) -> None:
+        """Per-position init with Conv2d's default law (kaiming_uniform_, a=sqrt(5)), in place."""
+        bound = 1.0 / math.sqrt(self.fan_in)
+        if self.weight.device.type != "meta":
+            with torch.no_grad():
+                self.weight.uniform_(-bound, bound)
+                if self.bias is not None:
+                    self.bias.uniform_(-bound, bound)
+
+    @torch.no_grad()
+    def load_kernel_(self, kernel: Tensor, bias: Optional[Tensor] = None, noise: float = 0.0,
+                     generator: Optional[torch.Generator] = None) -> "LocallyConnected2d":
+        """Copies a Conv2d kernel (C_out, C_in/groups, kh, kw) to every position, in place.
+
+        ``noise`` adds Gaussian noise with std ``noise * kernel.std()`` (the reference's
+        "conv init"); ``bias`` (C_out,) is copied to every position.
+        """
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if tuple(kernel.shape) != expected:
+            raise ValueError(f"kernel must have shape {expected}, got {tuple(kernel.shape)}")
+        self.weight.copy_(kernel_to_filters(kernel).to(self.weight.dtype).expand_as(self.weight))
+        if noise:
+            std = noise * float(kernel.float().std())
+            self.weight.add_(torch.randn(self.weight.shape, generator=generator, dtype=self.weight.dtype,
+                                         device=self.weight.device), alpha=std)
+        if self.bias is not None:
+            if bias is None:
+                self.bias.zero_()
+            else:
+                self.bias.copy_(bias.to(self.bias.dtype)[:, None, None].expand_as(self.bias))
+        return self
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, input_size: IntOrPair, noise: float = 0.0,
+                  kernel: Optional[Tensor] = None, padding=None,
+                  generator: Optional[torch.Generator] = None) -> "LocallyConnected2d":
+        """An LC layer computing exactly ``conv`` on inputs of ``input_size`` (plus optional noise).
+
+        ``kernel`` / ``padding`` override the conv's own (for subclasses such as StdConv2d or
+        Conv2dSame whose effective weight or padding differ from their attributes).
+        """
+        weight = conv.weight if kernel is None else kernel
+        lc = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
+                 padding=conv.padding if padding is None else padding, dilation=conv.dilation,
+                 groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                 device=conv.weight.device, dtype=conv.weight.dtype)
+        lc.train(conv.training)
+        return lc.load_kernel_(weight.detach(), None if conv.bias is None else conv.bias.detach(),
+                               noise=noise, generator=generator)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.input_size[0] \
+                or x.shape[3] != self.input_size[1]:
+            raise ValueError(
+                f"LocallyConnected2d expects input of shape (N, {self.in_channels}, {self.input_size[0]}, "
+                f"{self.input_size[1]}) (channels, height, width fixed at construction), "
+                f"got {tuple(x.shape)}")
+
+    def _pad(self, x: Tensor) -> Tensor:
+        if self.pads == (0, 0, 0, 0):
+            return x
+        if self.padding_mode == "zeros":
+            return F.pad(x, self.pads)
+        return F.pad(x, self.pads, mode=self.padding_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        self._check_input(x)
+        x = self._pad(x)
+        if torch.jit.is_scripting():
+            out = locally_connected2d_plain(x, self.weight, self.bias, self.kernel_size, self.stride,
+                                            self.dilation, self.groups)
+        else:
+            out = self._forward_fast(x)
+        return out.squeeze(0) if unbatched else out
+
+    @torch.jit.unused
+    def _forward_fast(self, x: Tensor) -> Tensor:
+        return locally_connected2d(x, self.weight, self.bias, self.kernel_size, self.stride,
+                                   self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"input_size={self.input_size}, stride={self.stride}")
+        if self.pads != (0, 0, 0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
