@@ -1,0 +1,39 @@
+"""The ``timm-lc`` console script: one sub-command per job, each a module with ``main(argv)``."""
+import importlib
+import sys
+from typing import List, Optional
+
+# sub-command -> (module with a ``main(argv) -> int``, one-line help)
+COMMANDS = {
+    "train": ("timm_lc.train.cli", "train a model from a YAML recipe (default: the embedded demo)"),
+    "eval": ("timm_lc.train.evaluate", "measure a model's / run's accuracy on a data set"),
+    "convert": ("timm_lc.convert_cli", "convert a timm conv model to a locally connected one"),
+    "bench": ("timm_lc.bench", "speed and memory ratios measured side by side"),
+    "push": ("timm_lc.hub_cli", "publish a run directory to the Hugging Face Hub"),
+    "sleep-convergence": ("timm_lc.sharing.convergence", "plot Hebbian sleep convergence vs theory"),
+    "replicate": ("timm_lc.train.replicate", "small-scale replication study of the paper"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: timm-lc COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `timm-lc COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"timm-lc: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
