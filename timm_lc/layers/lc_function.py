@@ -7,8 +7,14 @@ row (one kernel offset, all channels, all images) is one contiguous block and ga
 patches is a sequence of block copies. Backward gathers them again from the saved input
 instead of keeping the k^2-times larger patch tensor alive between forward and backward, and
 reuses one patch-sized buffer for the weight and input gradients.
+
+On the CPU (groups = 1) the patches are never materialised at all: for each output row and
+kernel row, the patches of all positions in that row are overlapping windows of one
+contiguous input row, so a strided view feeds the batched matmul directly and every
+intermediate stays cache-sized ("row" path). CUDA and grouped layers use the gather path,
+which issues a handful of large kernels instead of one per row.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -84,6 +90,73 @@ def _lc_matmul(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_si
     return out.view(ho, wo, c_out, -1).permute(3, 2, 0, 1)
 
 
+def _column_runs(kernel_w: int, dilation_w: int) -> List[Tuple[int, int]]:
+    """(first kernel column, number of columns) runs whose input pixels are contiguous."""
+    return [(0, kernel_w)] if dilation_w == 1 else [(v, 1) for v in range(kernel_w)]
+
+
+def _row_windows(x_hwcb: Tensor, row: int, first_col: int, num_cols: int, out_w: int,
+                 stride_w: int, dilation_w: int) -> Tensor:
+    """Patches of one input row for all out_w positions: an (out_w, num_cols * C, B) strided view."""
+    _, wp, c, b = x_hwcb.shape
+    offset = x_hwcb.storage_offset() + (row * wp + first_col * dilation_w) * c * b
+    return x_hwcb.as_strided((out_w, num_cols * c, b), (stride_w * c * b, b, 1), offset)
+
+
+def _forward_rows(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
+                  stride: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
+    """Row-by-row LC forward for groups = 1 without materialised patches; (ho, wo, C_out, B) result."""
+    ho, wo, c_out = weight.shape[:3]
+    out = x_hwcb.new_empty(ho, wo, c_out, x_hwcb.shape[-1])
+    if bias is not None:
+        out.copy_(bias.permute(1, 2, 0)[..., None].expand_as(out))
+    runs = _column_runs(kernel_size[1], dilation[1])
+    for h in range(ho):
+        first = bias is None
+        for u in range(kernel_size[0]):
+            row = h * stride[0] + u * dilation[0]
+            for v0, nv in runs:
+                cols = _row_windows(x_hwcb, row, v0, nv, wo, stride[1], dilation[1])
+                w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
+                if first:
+                    torch.bmm(w, cols, out=out[h])
+                    first = False
+                else:
+                    out[h].baddbmm_(w, cols)
+    return out
+
+
+def _backward_rows(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, need_w: bool,
+                   kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]):
+    """Row-by-row input and weight gradients for groups = 1; g is (ho, wo, C_out, B)."""
+    ho, wo, c_out = weight.shape[:3]
+    c = x_hwcb.shape[2]
+    grad_w = torch.empty_like(weight) if need_w else None
+    grad_x = torch.zeros_like(x_hwcb) if need_x else None
+    runs = _column_runs(kernel_size[1], dilation[1])
+    span = stride[1] * (wo - 1) + 1
+    for h in range(ho):
+        g_row = g[h]
+        for u in range(kernel_size[0]):
+            row = h * stride[0] + u * dilation[0]
+            for v0, nv in runs:
+                w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
+                if need_w:
+                    cols = _row_windows(x_hwcb, row, v0, nv, wo, stride[1], dilation[1])
+                    grad_w[h, :, :, u, v0:v0 + nv] = torch.bmm(g_row, cols.transpose(1, 2)).view(wo, c_out, nv, c)
+                if need_x:
+                    grad_cols = torch.bmm(w.transpose(1, 2), g_row).view(wo, nv, c, -1)
+                    target = grad_x[row]
+                    for i in range(nv):
+                        start = (v0 + i) * dilation[1]
+                        target[start:start + span:stride[1]] += grad_cols[:, i]
+    return grad_x, grad_w
+
+
+def _use_rows(x: Tensor, groups: int) -> bool:
+    return groups == 1 and x.device.type == "cpu"
+
+
 def _output_memory_format(x: Tensor) -> torch.memory_format:
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
@@ -96,7 +169,10 @@ class LocallyConnected2dFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, kernel_size, stride, dilation, groups):
         x_hwcb = x.permute(2, 3, 1, 0).contiguous()
-        out = _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
+        if _use_rows(x, groups):
+            out = _forward_rows(x_hwcb, weight, bias, kernel_size, stride, dilation).permute(3, 2, 0, 1)
+        else:
+            out = _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
         ctx.save_for_backward(x_hwcb, weight)
         ctx.has_bias = bias is not None
         ctx.conf = (kernel_size, stride, dilation, groups)
@@ -109,11 +185,15 @@ class LocallyConnected2dFunction(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         ho, wo, c_out = weight.shape[:3]
         # (B, C_out, ho, wo) -> (ho * wo * groups, C_out / groups, B)
-        g = grad_out.permute(2, 3, 1, 0).reshape(ho * wo * groups, c_out // groups, -1)
+        g = grad_out.permute(2, 3, 1, 0).contiguous().view(ho * wo * groups, c_out // groups, -1)
         grad_x = grad_w = grad_b = None
         if need_b and ctx.has_bias:
             grad_b = g.sum(-1).view(ho, wo, c_out).permute(2, 0, 1).contiguous()
-        if need_w or need_x:
+        if (need_w or need_x) and _use_rows(x_hwcb, groups):
+            grad_x_hwcb, grad_w = _backward_rows(x_hwcb, weight, g.view(ho, wo, c_out, -1), need_x, need_w,
+                                                 kernel_size, stride, dilation)
+            grad_x = None if grad_x_hwcb is None else grad_x_hwcb.permute(3, 2, 0, 1)
+        elif need_w or need_x:
             cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
             if need_w:
                 grad_w = torch.bmm(g, cols.transpose(1, 2)).view(weight.shape)

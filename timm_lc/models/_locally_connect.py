@@ -1,0 +1,78 @@
+"""Turn a freshly built conv architecture into its locally connected twin, lean on memory.
+
+Unlike ``timm_lc.convert_to_lc`` (an exact copy of trained conv weights), this gives every LC
+layer an independent per-position Kaiming init. The conv input sizes come from a forward on
+the meta device (no arithmetic), and every LC weight is allocated exactly once, directly on
+the target device and dtype, then initialised in place: building the ~1.8 B-parameter
+full-width ResNet-18 needs no temporary full-size copy, and on the meta device needs no memory.
+"""
+import math
+from typing import List, Sequence
+
+import torch
+from torch import nn
+
+from ..convert import effective_conv_kernel, record_conv_input_sizes, replace_submodule
+from ..layers import LocallyConnected2d, filters_to_kernel
+
+__all__ = ["init_lc_kaiming_normal_", "locally_connect_"]
+
+
+@torch.no_grad()
+def init_lc_kaiming_normal_(
+        lc: LocallyConnected2d,
+        mode: str = "fan_out",
+        nonlinearity: str = "relu",
+) -> LocallyConnected2d:
+    """Kaiming-normal init of every position's filter, as timm's ResNet inits its convs.
+
+    The fan is that of one position's filters seen as a conv kernel (fan_out = C_out * kh * kw,
+    fan_in = C_in / groups * kh * kw): each position gets its own independent draw with the
+    conv's law. The bias, if any, is zeroed. In place; no-op on the meta device.
+    """
+    if lc.weight.device.type == "meta":
+        return lc
+    one_position = filters_to_kernel(lc.weight[0, 0])  # (C_out, C_in/g, kh, kw) view
+    fan = nn.init._calculate_correct_fan(one_position, mode)
+    std = nn.init.calculate_gain(nonlinearity) / math.sqrt(fan)
+    lc.weight.normal_(0.0, std)
+    if lc.bias is not None:
+        lc.bias.zero_()
+    return lc
+
+
+def locally_connect_(
+        model: nn.Module,
+        input_size: Sequence[int],
+        keep_first: int = 0,
+        keep_1x1: bool = False,
+        device=None,
+        dtype=None,
+) -> List[str]:
+    """Replaces the model's convs by freshly initialised LocallyConnected2d layers, in place.
+
+    ``keep_first`` keeps the first n convs (forward-call order) convolutional, ``keep_1x1`` keeps
+    1x1 convs. Each LC layer is allocated on ``device`` / ``dtype`` (default: the conv's) and
+    initialised with ``init_lc_kaiming_normal_``. Returns the names of the replaced convs.
+    """
+    if not isinstance(keep_first, int) or keep_first < 0:
+        raise ValueError(f"keep_first must be an int >= 0, got {keep_first!r}")
+    sizes = record_conv_input_sizes(model, input_size, on_meta=True)
+    if keep_first > len(sizes):
+        raise ValueError(f"keep_first={keep_first} exceeds the model's {len(sizes)} convs")
+    replaced = []
+    for index, (name, size) in enumerate(sizes.items()):
+        conv = model.get_submodule(name)
+        if index < keep_first or (keep_1x1 and conv.kernel_size == (1, 1)):
+            continue
+        _, padding = effective_conv_kernel(conv)
+        target_device = conv.weight.device if device is None else torch.device(device)
+        lc = LocallyConnected2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
+            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+            padding_mode=conv.padding_mode, device="meta", dtype=dtype or conv.weight.dtype)
+        if target_device.type != "meta":
+            lc = lc.to_empty(device=target_device)  # the one allocation of this layer's weights
+        replace_submodule(model, name, init_lc_kaiming_normal_(lc))
+        replaced.append(name)
+    return replaced

@@ -1,0 +1,106 @@
+"""Atomic training checkpoints with exact resume and last-k retention, on top of Accelerate.
+
+A checkpoint is ``checkpoints/step_XXXXXXXX/``: Accelerate's ``save_state`` (model safetensors,
+optimiser, the registered scheduler / SleepPhase / EMA, grad scaler and every process's RNG
+states) plus ``trainer_state.json`` (step, epoch, data position). It is written under a
+temporary name and renamed when complete, so a run killed at any moment leaves either the
+whole checkpoint or none; ``trainer_state.json`` is written last and marks completeness.
+Explicit directory names are used (no automatic naming, so no save-iteration counter to fix
+after ``load_state``).
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+__all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "list_checkpoints", "latest_checkpoint", "save_checkpoint",
+           "load_checkpoint", "prune_checkpoints", "remove_partial_checkpoints"]
+
+CHECKPOINTS_DIR = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+_PREFIX = "step_"
+
+
+def _name(step: int) -> str:
+    return f"{_PREFIX}{step:08d}"
+
+
+def list_checkpoints(run_dir: os.PathLike) -> List[Tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first, as ``(step, path)``."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(_PREFIX) and path.name[len(_PREFIX):].isdigit() \
+                    and (path / TRAINER_STATE).is_file():
+                found.append((int(path.name[len(_PREFIX):]), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: os.PathLike) -> Optional[Path]:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove_partial_checkpoints(run_dir: os.PathLike) -> None:
+    """Deletes leftovers of checkpoints interrupted while being written (main process only)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(".") and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(run_dir: os.PathLike, keep: int) -> None:
+    """Keeps the newest ``keep`` complete checkpoints (main process only)."""
+    for _, path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(accelerator, run_dir: os.PathLike, step: int, trainer_state: Dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Saves the full training state of all processes at ``step``, atomically; returns its directory."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    final = root / _name(step)
+    tmp = root / f".{_name(step)}.tmp"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json(tmp / TRAINER_STATE, dict(trainer_state, step=step))
+        if final.exists():  # re-saving a step (e.g. a resumed, finished run): swap the old one out first
+            old = root / f".{_name(step)}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        prune_checkpoints(run_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: os.PathLike) -> Dict[str, Any]:
+    """Restores everything ``save_checkpoint`` saved (call after ``prepare`` and the registrations);
+    returns the trainer state."""
+    path = Path(path)
+    state_file = path / TRAINER_STATE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE})")
+    accelerator.load_state(str(path))
+    with open(state_file) as f:
+        return json.load(f)

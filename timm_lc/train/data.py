@@ -1,0 +1,292 @@
+"""Data sets and loaders: the embedded digits demo, CIFAR-10/100, TinyImageNet, ImageNet-1k through
+``datasets``, and any local imagefolder or ``save_to_disk`` data set.
+
+Training augmentation is seeded per sample by (seed, epoch, index, repeat) and never reads the
+global RNG, so data order and augmentation are reproducible on any number of processes and
+workers and after an exact resume. The paper's translation baseline (``repeats`` = n) puts n
+independently augmented copies of each image into the batch.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import TrainConfig
+from .demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas
+from .seeding import derive_seed, seeded
+
+__all__ = [
+    "DatasetSpec", "DATASETS", "DataBundle", "DatasetUnavailableError", "EpochSampler", "RepeatedViews",
+    "ImageDataset", "build_data", "build_train_loader", "build_eval_loader", "load_hf_split", "resolve_spec",
+]
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The data set is neither cached nor downloadable (offline, missing, gated)."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to read and augment one known data set."""
+    hub_id: str
+    image_column: str
+    label_column: str
+    eval_split: str
+    img_size: int  # the network's input size
+    crop_pct: float  # img_size / stored image size (TinyImageNet: 48 of 64)
+    num_classes: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    style: str  # "small": resize + random crop with padding; "imagenet": timm's ImageNet transforms
+
+
+DATASETS: Dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec("uoft-cs/cifar10", "img", "label", "test", 32, 1.0, 10, CIFAR10_MEAN, CIFAR10_STD,
+                           "small"),
+    "cifar100": DatasetSpec("uoft-cs/cifar100", "img", "fine_label", "test", 32, 1.0, 100, CIFAR100_MEAN,
+                            CIFAR100_STD, "small"),
+    "tinyimagenet": DatasetSpec("zh-plus/tiny-imagenet", "image", "label", "valid", 48, 0.75, 200, IMAGENET_MEAN,
+                                IMAGENET_STD, "small"),
+    "imagenet": DatasetSpec("ILSVRC/imagenet-1k", "image", "label", "validation", 224, 0.875, 1000, IMAGENET_MEAN,
+                            IMAGENET_STD, "imagenet"),
+}
+_BY_HUB_ID = {spec.hub_id.lower(): name for name, spec in DATASETS.items()}
+
+
+def resolve_spec(dataset: str) -> Optional[DatasetSpec]:
+    """The spec of a known data set by short name (``cifar10``) or hub id (``uoft-cs/cifar10``)."""
+    key = dataset.lower()
+    key = _BY_HUB_ID.get(key, key)
+    return DATASETS.get(key)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / name).is_file() for name in ("dataset_dict.json", "dataset_info.json", "state.json"))
+
+
+def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, local_path: Optional[str] = None):
+    """Loads one split with ``datasets``: a ``save_to_disk`` folder, an imagefolder or a hub data set.
+
+    Raises DatasetUnavailableError naming the data set when it is neither cached nor reachable.
+    """
+    import datasets
+    path = Path(local_path or source).expanduser()
+    try:
+        if path.is_dir():
+            if _is_saved_dataset(path):
+                loaded = datasets.load_from_disk(str(path))
+                if isinstance(loaded, datasets.DatasetDict):
+                    if split not in loaded:
+                        raise ValueError(f"data set at {str(path)!r} has splits {list(loaded)}, not {split!r}")
+                    return loaded[split]
+                return loaded
+            return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, cache_dir=cache_dir)
+        if local_path is not None:
+            raise FileNotFoundError(f"dataset_path {local_path!r} is not a directory")
+        return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+    except (ValueError, FileNotFoundError) as e:
+        if path.is_dir() or local_path is not None:
+            raise
+        raise DatasetUnavailableError(_unavailable_message(source, split, e)) from e
+    except Exception as e:  # datasets raises ConnectionError, HfHubHTTPError, DatasetNotFoundError, ...
+        raise DatasetUnavailableError(_unavailable_message(source, split, e)) from e
+
+
+def _unavailable_message(source: str, split: str, error: BaseException) -> str:
+    offline = os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE")
+    return (f"could not load data set {source!r} (split {split!r}): {type(error).__name__}: {error}. "
+            f"It is not in the datasets cache{' and offline mode is on' if offline else ' and the Hub is unreachable'}. "
+            f"Download it once with network access (python -c \"import datasets; datasets.load_dataset('{source}')\"), "
+            f"or pass --dataset-path to a local save_to_disk copy, or --dataset PATH to an image folder; "
+            f"`timm-lc train` without --config trains the embedded demo offline.")
+
+
+def _find_columns(ds, image_column: Optional[str], label_column: Optional[str]) -> Tuple[str, str]:
+    import datasets
+    features = ds.features
+    if image_column is None:
+        image_column = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
+    if label_column is None:
+        label_column = next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+    for kind, col in (("image", image_column), ("label", label_column)):
+        if col is None or col not in features:
+            raise ValueError(f"data set has columns {list(features)}; expected an {kind} column "
+                             f"{'(' + repr(col) + ')' if col else ''}: pass --{kind}-column")
+    return image_column, label_column
+
+
+def _num_classes(ds, label_column: str) -> int:
+    import datasets
+    feature = ds.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    return int(max(ds[label_column])) + 1
+
+
+class ImageDataset(Dataset):
+    """A ``datasets`` split as ``(image tensor, label)``; images converted to RGB (TinyImageNet has greyscale).
+
+    Item ``i`` (evaluation) or ``(epoch, i, repeat)`` (training: augmentation seeded by
+    (seed, epoch, i, repeat)).
+    """
+
+    def __init__(self, source, transform: Callable, image_column: str, label_column: str, seed: int = 0):
+        self.source = source
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item) -> Tuple[Tensor, int]:
+        key = item if isinstance(item, tuple) else (None, item, 0)
+        epoch, index, repeat = (tuple(key) + (0,))[:3]
+        row = self.source[int(index)]
+        image = row[self.image_column]
+        if hasattr(image, "mode") and image.mode != "RGB":
+            image = image.convert("RGB")
+        if epoch is None:
+            return self.transform(image), int(row[self.label_column])
+        with seeded(derive_seed(self.seed, epoch, index, repeat)):
+            return self.transform(image), int(row[self.label_column])
+
+
+class RepeatedViews(Dataset):
+    """The translation baseline: item ``(epoch, i)`` -> ``(n views (n, C, H, W), label)``."""
+
+    def __init__(self, base: Dataset, repeats: int):
+        self.base, self.repeats = base, repeats
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item) -> Tuple[Tensor, int]:
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        views = [self.base[(epoch, index, r)] for r in range(self.repeats)]
+        return torch.stack([v[0] for v in views]), views[0][1]
+
+
+def collate_views(batch: Sequence[Tuple[Tensor, int]]) -> Tuple[Tensor, Tensor]:
+    """Concatenates each image's views into one batch: (B, n, C, H, W) -> (B * n, C, H, W)."""
+    images = torch.stack([b[0] for b in batch])
+    labels = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    n = images.shape[1]
+    return images.flatten(0, 1), labels.repeat_interleave(n)
+
+
+class EpochSampler(Sampler):
+    """A shuffling sampler whose order is a function of (seed, epoch) only; yields ``(epoch, index)``.
+
+    Deterministic and identical on every process (Accelerate shards its batches), so exact resume
+    needs only the epoch and the number of batches already consumed.
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True):
+        self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=gen).tolist()
+        else:
+            order = range(self.num_samples)
+        epoch = self.epoch
+        return iter([(epoch, i) for i in order])
+
+
+@dataclass
+class DataBundle:
+    """The train and eval data sets of a run plus what the model needs to know about them."""
+    name: str  # the data set's id (hub id, path or "demo")
+    train: Dataset
+    eval: Dataset
+    num_classes: int
+    in_chans: int
+    img_size: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+
+def _small_transforms(img_size: int, crop_pct: float, translate: int, hflip: bool, mean, std):
+    from torchvision import transforms as T
+    from timm.data.transforms import MaybeToTensor
+    resize = max(img_size, int(round(img_size / crop_pct)))
+    train = [T.Resize(resize), T.RandomCrop(img_size, padding=translate or None)]
+    if hflip:
+        train.append(T.RandomHorizontalFlip())
+    tail = [MaybeToTensor(), T.Normalize(mean, std)]
+    return T.Compose(train + tail), T.Compose([T.Resize(resize), T.CenterCrop(img_size)] + tail)
+
+
+def _imagenet_transforms(img_size: int, crop_pct: float, hflip: bool, mean, std):
+    from timm.data import create_transform
+    train = create_transform(img_size, is_training=True, hflip=0.5 if hflip else 0.0, mean=mean, std=std)
+    test = create_transform(img_size, is_training=False, crop_pct=crop_pct, mean=mean, std=std)
+    return train, test
+
+
+def build_data(cfg: TrainConfig) -> DataBundle:
+    """The train/eval data sets named by the config."""
+    if cfg.dataset == "demo":
+        size = cfg.img_size or cfg.canvas_size
+        if size != cfg.canvas_size:
+            raise ValueError(f"demo data set: img_size ({size}) must equal canvas_size ({cfg.canvas_size})")
+        train = DigitsCanvas("train", cfg.canvas_size, cfg.translate, seed=cfg.seed, max_samples=cfg.max_train_samples)
+        test = DigitsCanvas("test", cfg.canvas_size, cfg.test_shift, seed=cfg.seed, max_samples=cfg.max_eval_samples)
+        return DataBundle("demo", train, test, 10, 1, cfg.canvas_size, DIGITS_MEAN, DIGITS_STD)
+
+    spec = resolve_spec(cfg.dataset)
+    source = spec.hub_id if spec else cfg.dataset
+    eval_split = cfg.eval_split or (spec.eval_split if spec else "test")
+    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path)
+    eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path)
+    image_col, label_col = _find_columns(train_src, cfg.image_column or (spec.image_column if spec else None),
+                                         cfg.label_column or (spec.label_column if spec else None))
+    if cfg.max_train_samples is not None:
+        train_src = train_src.select(range(min(cfg.max_train_samples, len(train_src))))
+    if cfg.max_eval_samples is not None:
+        eval_src = eval_src.select(range(min(cfg.max_eval_samples, len(eval_src))))
+    num_classes = spec.num_classes if spec else _num_classes(train_src, label_col)
+    mean, std = (spec.mean, spec.std) if spec else (IMAGENET_MEAN, IMAGENET_STD)
+    img_size = cfg.img_size or (spec.img_size if spec else 224)
+    if spec is None or spec.style == "imagenet":
+        train_tf, test_tf = _imagenet_transforms(img_size, spec.crop_pct if spec else 0.875, cfg.hflip, mean, std)
+    else:
+        train_tf, test_tf = _small_transforms(img_size, spec.crop_pct, cfg.translate, cfg.hflip, mean, std)
+    train = ImageDataset(train_src, train_tf, image_col, label_col, seed=cfg.seed)
+    test = ImageDataset(eval_src, test_tf, image_col, label_col, seed=cfg.seed)
+    return DataBundle(source, train, test, num_classes, 3, img_size, mean, std)
+
+
+def build_train_loader(bundle: DataBundle, cfg: TrainConfig) -> Tuple[DataLoader, EpochSampler]:
+    """The shuffled, seeded training loader (drop_last) and its sampler; call ``sampler.set_epoch``."""
+    dataset = RepeatedViews(bundle.train, cfg.repeats)
+    sampler = EpochSampler(len(dataset), seed=cfg.seed)
+    if len(dataset) < cfg.batch_size:
+        raise ValueError(f"training set has {len(dataset)} images, fewer than batch_size {cfg.batch_size}")
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.num_workers, collate_fn=collate_views, persistent_workers=False,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    return loader, sampler
+
+
+def build_eval_loader(bundle: DataBundle, cfg: TrainConfig) -> DataLoader:
+    return DataLoader(bundle.eval, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+                      num_workers=cfg.num_workers)

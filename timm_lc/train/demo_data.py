@@ -1,0 +1,90 @@
+"""The embedded demo data set: scikit-learn's 1,797 real 8x8 handwritten digits on a larger canvas.
+
+The digits ship inside the scikit-learn wheel, so the demo trains offline. Each digit is placed on
+a ``canvas_size`` x ``canvas_size`` black canvas at a random position: training placements are
+drawn afresh every epoch (within ``translate`` pixels of the centre), test placements are fixed
+per image (within ``test_shift`` pixels). A convolution recognises a digit anywhere; a locally
+connected net must learn every position separately, which is what weight sharing repairs.
+The train/test split is fixed (independent of the training seed): 1,437 train, 360 test images.
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .seeding import derive_seed
+
+__all__ = ["DigitsCanvas", "load_digits_split", "DIGITS_MEAN", "DIGITS_STD"]
+
+DIGIT_SIZE = 8
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+# statistics of the 8x8 digits scaled to [0, 1] (pixels / 16), over the whole data set
+DIGITS_MEAN = (0.3053,)
+DIGITS_STD = (0.3760,)
+
+
+def load_digits_split(split: str) -> Tuple[Tensor, Tensor]:
+    """Returns ``(images (N, 8, 8) float in [0, 1], labels (N,) int64)`` of the fixed train or test split."""
+    if split not in ("train", "test"):
+        raise ValueError(f"demo data set: expected split 'train' or 'test', got {split!r}")
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_test = int(round(TEST_FRACTION * len(labels)))
+    index = order[n_test:] if split == "train" else order[:n_test]
+    return images[index], labels[index]
+
+
+class DigitsCanvas(torch.utils.data.Dataset):
+    """Digits placed on a canvas; item ``i`` or ``(epoch, i[, repeat])`` -> ``(image (1, S, S), label)``.
+
+    ``train=True`` draws the placement from a generator seeded by (seed, epoch, i, repeat), so the data
+    is reproducible and independent of any global RNG (exact resume, any number of workers).
+    ``train=False`` uses one fixed placement per image.
+    """
+
+    def __init__(self, split: str = "train", canvas_size: int = 16, translate: int = 4, seed: int = 0,
+                 train: Optional[bool] = None, max_samples: Optional[int] = None, normalize: bool = True):
+        if canvas_size < DIGIT_SIZE:
+            raise ValueError(f"canvas_size: expected >= {DIGIT_SIZE}, got {canvas_size}")
+        self.images, self.labels = load_digits_split(split)
+        if max_samples is not None:
+            self.images, self.labels = self.images[:max_samples], self.labels[:max_samples]
+        self.canvas_size = canvas_size
+        self.translate = translate
+        self.seed = seed
+        self.train = split == "train" if train is None else train
+        self.normalize = normalize
+        self.num_classes = 10
+        self.in_chans = 1
+        free = canvas_size - DIGIT_SIZE
+        self._centre = free // 2
+        self._lo, self._hi = max(0, self._centre - translate), min(free, self._centre + translate)
+        if not self.train:
+            gen = torch.Generator().manual_seed(SPLIT_SEED + 1)
+            self._fixed = torch.randint(self._lo, self._hi + 1, (len(self.labels), 2), generator=gen)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def offset(self, index: int, epoch: int = 0, repeat: int = 0) -> Tuple[int, int]:
+        """Top-left corner of image ``index`` in ``epoch`` (``repeat``: which of its augmented copies)."""
+        if not self.train:
+            top, left = self._fixed[index].tolist()
+            return top, left
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, index, repeat))
+        top, left = torch.randint(self._lo, self._hi + 1, (2,), generator=gen).tolist()
+        return top, left
+
+    def __getitem__(self, item) -> Tuple[Tensor, int]:
+        epoch, index, repeat = (tuple(item) + (0,))[:3] if isinstance(item, tuple) else (0, item, 0)
+        top, left = self.offset(int(index), epoch, repeat)
+        canvas = torch.zeros(1, self.canvas_size, self.canvas_size)
+        canvas[0, top:top + DIGIT_SIZE, left:left + DIGIT_SIZE] = self.images[index]
+        if self.normalize:
+            canvas = (canvas - DIGITS_MEAN[0]) / DIGITS_STD[0]
+        return canvas, int(self.labels[index])

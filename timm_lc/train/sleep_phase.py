@@ -1,0 +1,193 @@
+"""``SleepPhase``: sleep-phase weight sharing as a hook for any Accelerate training loop.
+
+Call ``sleep.step(accelerator, model)`` after every optimiser step. Every ``every`` real
+optimiser steps it pauses training and runs ``timm_lc.sharing.share_weights_`` on the unwrapped
+model (the paper's sleep phase; optimiser state untouched). The sleep noise is seeded by
+(seed, step), so every process computes the same update and a resumed run repeats it exactly.
+Under DDP all processes end the sleep bitwise identical: parameters are fingerprinted across
+processes (any mismatch is repaired by a broadcast from process 0, with a warning) and buffers
+(BatchNorm statistics, which DDP lets drift between forwards) are broadcast from process 0.
+FSDP, DeepSpeed and Megatron shard the LC weights, which the sleep must see whole: refused.
+"""
+import os
+import time
+import warnings
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .seeding import derive_seed
+
+__all__ = ["SleepPhase"]
+
+MODES = ("instant", "hebbian", "rate")
+POOLS = ("paper", "full")
+SYNC = ("check", "broadcast", "none")
+_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+
+
+def _refuse_sharded(distributed_type: Any) -> None:
+    name = str(getattr(distributed_type, "value", distributed_type) or "").upper()
+    if name in _SHARDED:
+        raise RuntimeError(
+            f"SleepPhase does not support {name}: the sleep phase needs every process to hold the full "
+            f"locally connected weights, which {name} shards. Launch with plain data parallelism instead "
+            f"(accelerate launch --multi_gpu, e.g. recipes/accelerate/multi_gpu.yaml).")
+
+
+def _launch_distributed_type() -> Optional[str]:
+    """The distributed type of an initialised Accelerate state or of the launch environment."""
+    from accelerate.state import PartialState
+    known = PartialState._shared_state.get("distributed_type")
+    if known is not None:
+        return str(getattr(known, "value", known))
+    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if os.environ.get(env, "").lower() in ("1", "true", "yes"):
+            return name
+    return None
+
+
+def _fingerprint(t: torch.Tensor) -> torch.Tensor:
+    """An int64 checksum of a tensor's bits (position weighted), for cheap cross-process equality checks."""
+    flat = t.detach().reshape(-1)
+    if flat.is_floating_point():
+        int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
+        flat = flat.view(int_type)
+    flat = flat.to(torch.int64)
+    weights = torch.arange(flat.numel(), device=flat.device, dtype=torch.int64) % 7919 + 1
+    return torch.stack([flat.sum(), (flat * weights).sum()])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+class SleepPhase:
+    """Runs sleep-phase weight sharing every ``every`` optimiser steps (see module docstring).
+
+    Args:
+        every: optimiser steps between sleep phases.
+        mode: ``"hebbian"`` (the paper's anti-Hebbian sleep), ``"instant"`` (pool means) or ``"rate"``.
+        pools: ``"paper"`` (k^2 pools per channel) or ``"full"`` (all positions: exact convolution).
+        iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised).
+        seed: base seed; the noise of the sleep after step ``s`` is seeded by ``(seed, s)``.
+        sync: under multi-process runs, ``"check"`` fingerprints parameters across processes and
+            repairs mismatches, ``"broadcast"`` always broadcasts them from process 0, ``"none"``
+            trusts determinism. Buffers are broadcast from process 0 unless ``sync="none"``.
+        **options: further ``share_weights_`` options (e.g. the rate dynamics' ``alpha``, ``tau``).
+    """
+
+    def __init__(self, every: int = 10, mode: str = "hebbian", pools: str = "paper", iterations: int = 100,
+                 batch_size: int = 128, gamma: float = 1e-5, lr: Optional[float] = None, seed: int = 0,
+                 sync: str = "check", **options: Any):
+        for key, value in (("every", every), ("iterations", iterations), ("batch_size", batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SleepPhase: expected a positive integer {key}, got {value!r}")
+        if mode not in MODES:
+            raise ValueError(f"SleepPhase: expected mode in {MODES}, got {mode!r}")
+        if pools not in POOLS:
+            raise ValueError(f"SleepPhase: expected pools in {POOLS}, got {pools!r}")
+        if sync not in SYNC:
+            raise ValueError(f"SleepPhase: expected sync in {SYNC}, got {sync!r}")
+        if not gamma >= 0:
+            raise ValueError(f"SleepPhase: expected gamma >= 0, got {gamma!r}")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"SleepPhase: expected lr > 0 or None, got {lr!r}")
+        _refuse_sharded(_launch_distributed_type())
+        self.every, self.mode, self.pools = every, mode, pools
+        self.iterations, self.batch_size, self.gamma, self.lr = iterations, batch_size, float(gamma), lr
+        self.seed, self.sync, self.options = int(seed), sync, dict(options)
+        self.num_updates = 0  # real optimiser steps seen
+        self.num_sleeps = 0
+        self.sleep_time = 0.0  # seconds spent asleep, in total
+        self.last_report = None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, **overrides: Any) -> "SleepPhase":
+        """A SleepPhase with a ``_hebb`` model's settings (``model.sleep_cfg``); ``None`` overrides are ignored."""
+        inner = _unwrap(model)
+        cfg = getattr(inner, "sleep_cfg", None)
+        if cfg is None:
+            cfg = (getattr(inner, "pretrained_cfg", None) or {}).get("sleep")
+        if cfg is None:
+            name = (getattr(inner, "pretrained_cfg", None) or {}).get("architecture", type(inner).__name__)
+            raise ValueError(f"model {name!r} carries no sleep settings (sleep_cfg is None): use a *_hebb model "
+                             f"or construct SleepPhase(every=..., mode=...) directly")
+        kwargs = dict(cfg)
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kwargs)
+
+    def config(self) -> Dict[str, Any]:
+        """The settings, as stored in a run's config.json (the contract's sleep dict plus seed)."""
+        return {"every": self.every, "mode": self.mode, "pools": self.pools, "iterations": self.iterations,
+                "batch_size": self.batch_size, "gamma": self.gamma, "lr": self.lr, "seed": self.seed,
+                **self.options}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def step(self, accelerator, model: nn.Module):
+        """Counts a real optimiser step and sleeps when one is due; returns the SharingReport or None.
+
+        Micro-steps of gradient accumulation (``accelerator.sync_gradients`` False) and optimiser
+        steps skipped by the fp16 grad scaler are not counted.
+        """
+        _refuse_sharded(accelerator.distributed_type)
+        if not accelerator.sync_gradients or accelerator.optimizer_step_was_skipped:
+            return None
+        self.num_updates += 1
+        if self.num_updates % self.every:
+            return None
+        return self.sleep(accelerator, model)
+
+    @torch.no_grad()
+    def sleep(self, accelerator, model: nn.Module):
+        """Runs one sleep phase now (seeded by the current step) and synchronises the processes."""
+        from timm_lc.sharing import share_weights_
+        _refuse_sharded(accelerator.distributed_type)
+        module = accelerator.unwrap_model(model)
+        start = time.perf_counter()
+        report = share_weights_(module, mode=self.mode, pools=self.pools, iterations=self.iterations,
+                                batch_size=self.batch_size, gamma=self.gamma, lr=self.lr,
+                                seed=derive_seed(self.seed, self.num_updates), **self.options)
+        if accelerator.num_processes > 1 and self.sync != "none":
+            self._synchronise(accelerator, module)
+        self.sleep_time += time.perf_counter() - start
+        self.num_sleeps += 1
+        self.last_report = report
+        return report
+
+    def _synchronise(self, accelerator, module: nn.Module) -> None:
+        import torch.distributed as dist
+        params = [p for p in module.parameters()]
+        if self.sync == "broadcast":
+            mismatched = params
+        else:
+            local = torch.stack([_fingerprint(p) for p in params]).to(accelerator.device)
+            gathered = accelerator.gather(local[None])  # (processes, params, 2)
+            differs = (gathered != gathered[:1]).any(0).any(1)
+            mismatched = [p for p, bad in zip(params, differs.tolist()) if bad]
+            if mismatched:
+                warnings.warn(f"SleepPhase: {len(mismatched)} parameter tensors differed across processes after "
+                              f"the sleep at step {self.num_updates}; broadcasting them from process 0")
+        for tensor in mismatched + [b for b in module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Counters and settings, for ``accelerator.register_for_checkpointing(sleep)``."""
+        return {"num_updates": self.num_updates, "num_sleeps": self.num_sleeps, "sleep_time": self.sleep_time,
+                "config": self.config()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        saved = state.get("config")
+        if saved is not None and saved != self.config():
+            warnings.warn(f"SleepPhase: resuming with settings {self.config()} differing from the checkpoint's {saved}")
+        self.num_updates = int(state["num_updates"])
+        self.num_sleeps = int(state.get("num_sleeps", 0))
+        self.sleep_time = float(state.get("sleep_time", 0.0))
