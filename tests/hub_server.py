@@ -64,6 +64,7 @@ class Repo:
     private: bool
     commits: Dict[str, Commit] = field(default_factory=dict)
     branches: Dict[str, str] = field(default_factory=dict)
+    lfs_objects: Dict[str, bytes] = field(default_factory=dict)  # sha256 -> content, per repo like the Hub
 
     def resolve(self, revision: str) -> Optional[Commit]:
         if revision in self.branches:
@@ -90,7 +91,6 @@ class LoopbackHub(ThreadingHTTPServer):
         self.tokens: Set[str] = set(tokens)
         self.lock = threading.RLock()
         self.repos: Dict[str, Repo] = {}
-        self.lfs_objects: Dict[str, bytes] = {}
         self.requests: List[Tuple[str, str]] = []
         self._faults: Dict[str, List[int]] = {}
         self._truncated: Set[Tuple[str, str]] = set()
@@ -134,7 +134,7 @@ class LoopbackHub(ThreadingHTTPServer):
             commit = self.repos[repo_id].resolve(revision)
             if commit is None:
                 raise KeyError(f"{repo_id} has no revision {revision!r}")
-            return {path: self._content(entry) for path, entry in commit.files.items()}
+            return {path: self._content(self.repos[repo_id], entry) for path, entry in commit.files.items()}
 
     def commits(self, repo_id: str, branch: str = "main") -> List[Commit]:
         """The commits reachable from ``branch``, newest first."""
@@ -151,8 +151,9 @@ class LoopbackHub(ThreadingHTTPServer):
             return sum(1 for name, _ in self.requests if name == endpoint)
 
     # ---- state helpers (called under lock) -----------------------------------------------
-    def _content(self, entry: FileEntry) -> bytes:
-        return self.lfs_objects[entry.sha256] if isinstance(entry, LfsPointer) else entry
+    @staticmethod
+    def _content(repo: Repo, entry: FileEntry) -> bytes:
+        return repo.lfs_objects[entry.sha256] if isinstance(entry, LfsPointer) else entry
 
     def _new_commit(self, repo: Repo, parent: Optional[str], message: str, files: Dict[str, FileEntry]) -> Commit:
         self._commit_counter += 1
@@ -274,10 +275,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if method == "POST" and len(tail) == 2 and tail[0] == "branch":
                     return "branch", self._branch, (repo_id, tail[1])
             return None
-        if p[:1] == ["lfs-upload"] and method == "PUT" and len(p) == 2:
-            return "lfs_upload", self._lfs_upload, (p[1],)
-        if p[:1] == ["lfs-verify"] and method == "POST" and len(p) == 2:
-            return "lfs_verify", self._lfs_verify, (p[1],)
+        if p[:1] == ["lfs-upload"] and method == "PUT" and len(p) == 4:
+            return "lfs_upload", self._lfs_upload, (f"{p[1]}/{p[2]}", p[3])
+        if p[:1] == ["lfs-verify"] and method == "POST" and len(p) == 4:
+            return "lfs_verify", self._lfs_verify, (f"{p[1]}/{p[2]}", p[3])
         if method == "POST" and len(p) == 6 and p[1].endswith(".git") and p[2:] == ["info", "lfs", "objects", "batch"]:
             return "lfs_batch", self._lfs_batch, (f"{p[0]}/{p[1][:-len('.git')]}",)
         if method in ("GET", "HEAD") and len(p) >= 5 and p[2] == "resolve":
@@ -382,32 +383,35 @@ class _Handler(BaseHTTPRequestHandler):
     def _lfs_batch(self, body: bytes, repo_id: str) -> None:
         payload = json.loads(body)
         with self.server.lock:
-            self._repo(repo_id, write=True)
+            repo = self._repo(repo_id, write=True)
             if payload.get("operation") != "upload" or "basic" not in payload.get("transfers", ["basic"]):
                 raise HubError(400, "only the basic upload transfer is supported")
             objects = []
             for obj in payload["objects"]:
                 entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
-                if obj["oid"] not in self.server.lfs_objects:
-                    base = self.server.endpoint
+                if obj["oid"] not in repo.lfs_objects:
+                    base = f"{self.server.endpoint}/{{}}/{repo_id}/{obj['oid']}"
                     entry["actions"] = {
-                        "upload": {"href": f"{base}/lfs-upload/{obj['oid']}", "header": {}},
-                        "verify": {"href": f"{base}/lfs-verify/{obj['oid']}", "header": {}},
+                        "upload": {"href": base.format("lfs-upload"), "header": {}},
+                        "verify": {"href": base.format("lfs-verify"), "header": {}},
                     }
                 objects.append(entry)
         self._json(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
-    def _lfs_upload(self, body: bytes, oid: str) -> None:
+    def _lfs_upload(self, body: bytes, repo_id: str, oid: str) -> None:
+        # like a presigned storage URL: no Authorization header needed
         if hashlib.sha256(body).hexdigest() != oid:
             raise HubError(400, f"uploaded content does not match oid {oid}")
         with self.server.lock:
-            self.server.lfs_objects[oid] = body
+            if repo_id not in self.server.repos:
+                raise HubError(404, f"Repository {repo_id} not found", "RepoNotFound")
+            self.server.repos[repo_id].lfs_objects[oid] = body
         self._send(200, b"", content_type="text/plain")
 
-    def _lfs_verify(self, body: bytes, oid: str) -> None:
+    def _lfs_verify(self, body: bytes, repo_id: str, oid: str) -> None:
         payload = json.loads(body)
         with self.server.lock:
-            stored = self.server.lfs_objects.get(oid)
+            stored = self._repo(repo_id, write=True).lfs_objects.get(oid)
         if stored is None or len(stored) != payload.get("size"):
             raise HubError(404, f"LFS object {oid} not found")
         self._json(200, {"success": True})
@@ -432,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
                         raise HubError(400, "regular files must be base64 encoded")
                     files[value["path"]] = base64.b64decode(value["content"])
                 elif key == "lfsFile":
-                    stored = self.server.lfs_objects.get(value["oid"])
+                    stored = repo.lfs_objects.get(value["oid"])
                     if stored is None or ("size" in value and len(stored) != value["size"]):
                         raise HubError(422, f"LFS file {value['path']} was not uploaded (oid {value['oid']})")
                     files[value["path"]] = LfsPointer(value["oid"], len(stored))
@@ -456,7 +460,7 @@ class _Handler(BaseHTTPRequestHandler):
             entry = commit.files.get(path)
             if entry is None:
                 raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
-            content = self.server._content(entry)
+            content = self.server._content(repo, entry)
             truncated = (repo_id, path) in self.server._truncated
         headers = {"X-Repo-Commit": commit.oid, "Accept-Ranges": "bytes"}
         if isinstance(entry, LfsPointer):

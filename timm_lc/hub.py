@@ -1,14 +1,172 @@
-"""Save, publish and load timm-lc checkpoints (safetensors + timm config.json + model card)."""
-import os
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+"""Save, publish and load timm-lc checkpoints (safetensors + timm config.json + model card).
 
+A checkpoint is a directory with ``model.safetensors`` and a timm ``config.json`` (the run
+directory format written by :func:`save_pretrained`). :func:`push_to_hub` uploads it, with a
+generated model card and the run's plots, to the Hugging Face Hub in a single commit, so a repo
+never holds a partial checkpoint. :func:`load_pretrained_model` is ``timm.create_model(name,
+pretrained=True)`` with checks first, so a missing repo, revision or file, a truncated download,
+a corrupt safetensors file or an unregistered architecture each give a clear error that names
+what is wrong instead of a raw traceback from deep inside timm or safetensors.
+"""
+import hashlib
+import importlib
+import json
+import math
+import os
+import re
+import string
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+import timm
 import torch
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, get_token, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
+__all__ = [
+    "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
+    "HubError", "CorruptCheckpointError", "UnknownArchitectureError", "PushResult",
+    "save_pretrained", "push_to_hub", "load_pretrained_model", "resolve_checkpoint",
+    "validate_safetensors", "check_architecture", "file_sha256", "render_model_card",
+    "manifest_entry", "load_manifest", "add_to_manifest",
+]
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+METRICS_NAME = "metrics.jsonl"
+RECIPE_NAME = "recipe.yaml"
+PLOTS_DIR = "plots"
+DEFAULT_LICENSE = "apache-2.0"
+LC_ARCH_PREFIX = "lc_resnet"
+MANIFEST_KEYS = (
+    "repo_id", "revision", "model", "architecture", "num_classes", "input_size", "dataset",
+    "recipe", "metrics", "sha256", "num_params",
+)
+_RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+PAPER_CITATION = """@inproceedings{pogodin2021towards,
+  title     = {Towards Biologically Plausible Convolutional Networks},
+  author    = {Pogodin, Roman and Mehta, Yash and Lillicrap, Timothy P. and Latham, Peter E.},
+  booktitle = {Advances in Neural Information Processing Systems},
+  volume    = {34},
+  year      = {2021},
+  eprint    = {2106.13031},
+  archivePrefix = {arXiv}
+}"""
+
+# The model card template; ``hub/model_card.md`` in the source tree is this text (tested), kept
+# here so that ``timm-lc push`` works from an installed wheel. ``$name`` fields are filled in by
+# :func:`render_model_card` (string.Template, so braces in code blocks need no escaping).
+MODEL_CARD_TEMPLATE = """---
+$front_matter
+---
+
+# $title
+
+A locally connected (LC) network for [timm](https://github.com/huggingface/pytorch-image-models):
+the architecture of a ResNet, but every layer has its own filter at each position (no weight
+sharing), the biologically plausible setting of
+[Pogodin et al., NeurIPS 2021](https://arxiv.org/abs/2106.13031). Trained with
+[timm-lc](https://pypi.org/project/timm-lc/).
+
+## Model details
+
+| | |
+|---|---|
+| Architecture | `$architecture` |
+| Parameters | $num_params |
+| Input size | $input_size |
+| Classes | $num_classes |
+| Data set | $dataset |
+| Weights | `$weights_name` (safetensors), sha256 `$sha256` |
+
+## Sleep-phase weight sharing
+
+$sleep
+
+## Training recipe
+
+$recipe
+
+## Results
+
+$results
+
+$plots
+
+## How to use
+
+`timm_lc` must be imported before `timm.create_model`: importing it registers the `lc_resnet*`
+architectures with timm (timm has no plugin entry points).
+
+```python
+import timm
+import timm_lc  # registers the lc_resnet* architectures
+
+model = timm.create_model("hf-hub:$repo_id", pretrained=True).eval()
+config = timm.data.resolve_data_config({}, model=model)
+transform = timm.data.create_transform(**config)
+```
+
+`timm_lc.hub.load_pretrained_model("hf-hub:$repo_id")` does the same with clear errors for a
+missing repo or revision, a corrupt or truncated download and an unregistered architecture.
+Set `HF_HUB_OFFLINE=1` to load it from the local cache without network access.
+
+## License
+
+$license
+
+## Citation
+
+```bibtex
+$citation
+```
+"""
+
+
+class HubError(RuntimeError):
+    """A publish or download step failed; the message says what and what to do."""
+
+
+class CorruptCheckpointError(HubError):
+    """A weights file is truncated or not valid safetensors."""
+
+
+class UnknownArchitectureError(HubError):
+    """The checkpoint's architecture is not registered with timm."""
+
+
+T = TypeVar("T")
+
+
+def _transient_errors() -> Tuple[type, ...]:
+    """Network-level exception types of the HTTP client huggingface_hub uses (version dependent)."""
+    errors: List[type] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests.exceptions", "ConnectionError"), ("requests.exceptions", "Timeout")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+_TRANSIENT_ERRORS = _transient_errors()
 
 
 def _atomic_path(path: Path) -> Path:
@@ -41,3 +199,638 @@ def save_pretrained(
         for tmp in (tmp_weights, tmp_config):
             tmp.unlink(missing_ok=True)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------
+# checks shared by publish and download
+# ---------------------------------------------------------------------------------------------
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """Hex sha256 of a file (the LFS object id of a weights file on the Hub)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_safetensors(path: Union[str, Path], origin: Optional[str] = None) -> Dict[str, Tuple[int, ...]]:
+    """Checks that ``path`` is a complete safetensors file; returns ``{tensor name: shape}``.
+
+    Reads only the header (safetensors checks that the tensors cover the whole file, which
+    catches truncation). Raises :class:`CorruptCheckpointError` naming the file and where it
+    came from (``origin``) instead of safetensors' bare "Error while deserializing header".
+    """
+    path = Path(path)
+    where = f" from {origin}" if origin else ""
+    if not path.is_file():
+        raise CorruptCheckpointError(f"weights file {path.name}{where} does not exist ({path})")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CorruptCheckpointError(
+            f"weights file {path.name}{where} is truncated or not a valid safetensors file "
+            f"({path}, {path.stat().st_size} bytes): {err}. Delete it and download it again "
+            f"(force_download=True), or re-save the checkpoint."
+        ) from err
+
+
+def _ensure_lc_models_registered() -> None:
+    """Imports ``timm_lc.models`` (registering lc_resnet*) if it exists in this installation."""
+    try:
+        importlib.import_module("timm_lc.models")
+    except ModuleNotFoundError as err:
+        if err.name not in ("timm_lc.models",):
+            raise
+
+
+def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
+    """Raises :class:`UnknownArchitectureError` if timm cannot build ``architecture``.
+
+    For ``lc_resnet*`` names the message says that ``import timm_lc`` registers them (plain
+    ``timm.create_model`` only says "Unknown model"), or that the installed timm-lc is older
+    than the one that wrote the checkpoint.
+    """
+    if not isinstance(architecture, str) or not architecture:
+        raise ValueError(f"expected an architecture name (str), got {architecture!r}")
+    if timm.is_model(architecture):
+        return
+    if architecture.startswith(LC_ARCH_PREFIX):
+        _ensure_lc_models_registered()
+        if timm.is_model(architecture):
+            return
+    where = f" (needed by {origin})" if origin else ""
+    if architecture.startswith(LC_ARCH_PREFIX):
+        from timm_lc import __version__
+        raise UnknownArchitectureError(
+            f"architecture '{architecture}'{where} is not registered with timm. It is a timm-lc "
+            f"model: run `import timm_lc` before `timm.create_model(...)` (importing timm_lc "
+            f"registers the lc_resnet* models). timm_lc {__version__} is imported here and does "
+            f"not provide it; the checkpoint may need a newer timm-lc "
+            f"(registered: {', '.join(timm.list_models(LC_ARCH_PREFIX + '*')) or 'none'})."
+        )
+    raise UnknownArchitectureError(
+        f"architecture '{architecture}'{where} is not registered with timm {timm.__version__}; "
+        f"if it comes from a plugin package, import that package first."
+    )
+
+
+def _build_on_meta(config: Dict[str, Any]) -> torch.nn.Module:
+    """The checkpoint's model without memory (meta device), for parameter count and shape check."""
+    kwargs = dict(config.get("model_args") or {})
+    kwargs["num_classes"] = config.get("num_classes", kwargs.get("num_classes"))
+    with torch.device("meta"):
+        return timm.create_model(config["architecture"], pretrained=False, **kwargs)
+
+
+def _check_weights_match(config: Dict[str, Any], shapes: Dict[str, Tuple[int, ...]], origin: str) -> int:
+    """Checks the safetensors tensors against the architecture; returns the parameter count."""
+    model = _build_on_meta(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: expected {expected[k]}, got {shapes[k]}" for k in wrong[:5]))
+        raise ValueError(
+            f"{WEIGHTS_NAME} of {origin} does not fit '{config['architecture']}' built from "
+            f"{CONFIG_NAME} (num_classes={config.get('num_classes')}, "
+            f"model_args={config.get('model_args')}): {'; '.join(parts)}"
+        )
+    return sum(p.numel() for p in model.parameters())
+
+
+def _read_config(path: Path, origin: str) -> Dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{CONFIG_NAME} of {origin} is not readable JSON ({path}): {err}") from err
+    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
+        raise ValueError(
+            f"{CONFIG_NAME} of {origin} is not a timm model config: expected a JSON object with "
+            f"'architecture', 'num_classes' and 'pretrained_cfg', got keys "
+            f"{sorted(config) if isinstance(config, dict) else type(config).__name__}"
+        )
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory -> model card
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """What a run directory holds that the card, the commit and the manifest need."""
+    directory: Path
+    config: Dict[str, Any]
+    weights: Path
+    sha256: str
+    num_params: int
+    metrics: List[Dict[str, Any]] = field(default_factory=list)
+    recipe_text: Optional[str] = None
+    plots: List[Path] = field(default_factory=list)
+
+    @property
+    def sleep(self) -> Optional[Dict[str, Any]]:
+        if "sleep" in self.config:
+            return self.config["sleep"]
+        return (self.config.get("pretrained_cfg") or {}).get("sleep")
+
+
+def _read_metrics(path: Path) -> List[Dict[str, Any]]:
+    records = []
+    if not path.is_file():
+        return records
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno} is not a JSON object: {err}") from err
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def _read_run(directory: Path) -> _Run:
+    """Reads and checks a run directory; every problem is found here, before any network call."""
+    origin = f"run directory {directory}"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"expected a run directory with {WEIGHTS_NAME} and {CONFIG_NAME}, got {directory}")
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(
+                f"{origin} has no {name}; expected {WEIGHTS_NAME} + {CONFIG_NAME} as written by "
+                f"timm_lc.hub.save_pretrained (found: {sorted(p.name for p in directory.iterdir())})"
+            )
+    config = _read_config(directory / CONFIG_NAME, origin)
+    check_architecture(config["architecture"], origin)
+    shapes = validate_safetensors(directory / WEIGHTS_NAME, origin)
+    num_params = _check_weights_match(config, shapes, origin)
+    recipe = directory / RECIPE_NAME
+    return _Run(
+        directory=directory,
+        config=config,
+        weights=directory / WEIGHTS_NAME,
+        sha256=file_sha256(directory / WEIGHTS_NAME),
+        num_params=num_params,
+        metrics=_read_metrics(directory / METRICS_NAME),
+        recipe_text=recipe.read_text(encoding="utf-8") if recipe.is_file() else None,
+        plots=sorted((directory / PLOTS_DIR).glob("*.png")),
+    )
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "/"))
+        else:
+            out[name] = value
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def _final_metrics(run: _Run) -> Dict[str, Any]:
+    """Final metrics: config.json ``metrics`` if the run recorded them, else the last metrics.jsonl record."""
+    final = run.config.get("metrics")
+    if isinstance(final, dict) and final:
+        return _flatten(final)
+    if run.metrics:
+        return {k: v for k, v in _flatten(run.metrics[-1]).items() if _is_number(v)}
+    return {}
+
+
+def _results_section(run: _Run) -> str:
+    final = _final_metrics(run)
+    if not final and not run.metrics:
+        return "No metrics were recorded with this run."
+    lines = []
+    if final:
+        lines += ["Final metrics of the run:", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in final.items() if _is_number(v) or isinstance(v, str)]
+    tracked = sorted({k for r in run.metrics for k, v in _flatten(r).items()
+                      if _is_number(v) and ("acc" in k.lower() or "top1" in k.lower() or "snr" in k.lower())})
+    if tracked:
+        lines += ["", f"Over training ({len(run.metrics)} records in `{METRICS_NAME}`):", "",
+                  "| metric | best | last |", "|---|---|---|"]
+        for key in tracked:
+            values = [v for r in run.metrics if _is_number(v := _flatten(r).get(key))]
+            best = min(values) if "loss" in key.lower() else max(values)
+            lines.append(f"| {key} | {_fmt(best)} | {_fmt(values[-1])} |")
+    return "\n".join(lines).strip()
+
+
+def _sleep_section(sleep: Optional[Dict[str, Any]]) -> str:
+    if not sleep:
+        return "None: this checkpoint was trained without sleep-phase weight sharing."
+    lines = ["Weight sharing by sleep phases (Pogodin et al. 2021), with these settings:", "",
+             "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sleep.items()]
+    return "\n".join(lines)
+
+
+def _recipe_section(run: _Run) -> str:
+    if run.recipe_text:
+        text = run.recipe_text.strip()
+    elif run.config.get("recipe"):
+        text = yaml.safe_dump(run.config["recipe"], sort_keys=False).strip()
+    else:
+        return "Not recorded with this run."
+    return f"The resolved training configuration (`{RECIPE_NAME}`):\n\n```yaml\n{text}\n```"
+
+
+def _front_matter(run: _Run, license: str) -> str:
+    meta: Dict[str, Any] = {
+        "license": license,
+        "library_name": "timm",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "timm", "timm-lc", "locally-connected", "biologically-plausible"],
+    }
+    dataset = run.config.get("dataset")
+    if isinstance(dataset, str) and "/" in dataset:
+        meta["datasets"] = [dataset]
+    return yaml.safe_dump(meta, sort_keys=False).strip()
+
+
+def render_model_card(run_dir: Union[str, Path], repo_id: str, license: str = DEFAULT_LICENSE,
+                      template: str = MODEL_CARD_TEMPLATE) -> str:
+    """The model card (README.md) of a run directory, from ``template`` (string.Template fields)."""
+    return _render_card(_read_run(Path(run_dir)), repo_id, license, template)
+
+
+def _render_card(run: _Run, repo_id: str, license: str, template: str) -> str:
+    config = run.config
+    pretrained_cfg = config.get("pretrained_cfg") or {}
+    input_size = pretrained_cfg.get("input_size")
+    plots = "\n".join(f"![{p.stem}]({PLOTS_DIR}/{p.name})" for p in run.plots)
+    license_text = (f"`{license}`. The weights were trained on `{config.get('dataset')}`; check that data set's "
+                    f"terms before commercial use." if config.get("dataset") else f"`{license}`.")
+    fields = {
+        "front_matter": _front_matter(run, license),
+        "title": repo_id.split("/", 1)[-1],
+        "repo_id": repo_id,
+        "architecture": config["architecture"],
+        "num_params": f"{run.num_params / 1e6:.3f} M ({run.num_params:,})",
+        "input_size": "x".join(str(s) for s in input_size) if input_size else "not recorded",
+        "num_classes": config.get("num_classes", "not recorded"),
+        "dataset": f"`{config['dataset']}`" if config.get("dataset") else "not recorded",
+        "weights_name": WEIGHTS_NAME,
+        "sha256": run.sha256,
+        "sleep": _sleep_section(run.sleep),
+        "recipe": _recipe_section(run),
+        "results": _results_section(run),
+        "plots": f"## Plots\n\n{plots}" if plots else "",
+        "license": license_text,
+        "citation": PAPER_CITATION,
+    }
+    return string.Template(template).substitute(fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# publish
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PushResult:
+    """Where a push went: repo, branch, commit, files, and the checkpoint's manifest entry."""
+    repo_id: str
+    revision: str
+    commit_oid: str
+    commit_url: str
+    files: List[str]
+    manifest_entry: Dict[str, Any]
+
+
+def _hub_error_message(err: Exception, repo_id: str, revision: Optional[str], action: str) -> Optional[str]:
+    """A clear message for a huggingface_hub error, or None if it is not one we know."""
+    rev = revision or "main"
+    if isinstance(err, RevisionNotFoundError):
+        return f"{action}: revision '{rev}' does not exist in '{repo_id}'."
+    if isinstance(err, RepositoryNotFoundError):
+        return (f"{action}: repository '{repo_id}' was not found (or it is private/gated and the token "
+                f"used has no access to it).")
+    if isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError):
+        return f"{action}: the file does not exist in '{repo_id}' at revision '{rev}'."
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 401:
+            return f"{action}: the Hub rejected the token (401). Check it with `hf auth whoami`."
+        if status == 403:
+            return f"{action}: the token has no write access to '{repo_id}' (403)."
+        return f"{action}: the Hub answered {status}: {str(err).splitlines()[0]}"
+    return None
+
+
+def _with_retries(fn: Callable[[], T], what: str, max_retries: int, retry_wait: float) -> T:
+    """Calls ``fn``; on a server error (5xx, 408, 429) or network error retries up to ``max_retries`` times."""
+    for attempt in range(max_retries + 1):
+        try:
+            return fn()
+        except (HfHubHTTPError, *_TRANSIENT_ERRORS) as err:
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            transient = status in _RETRY_STATUS if isinstance(err, HfHubHTTPError) else True
+            if not transient or attempt == max_retries:
+                raise
+            time.sleep(retry_wait * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def push_to_hub(
+        model_or_run_dir: Union[torch.nn.Module, str, Path],
+        repo_id: str,
+        private: bool = False,
+        revision: Optional[str] = None,
+        token: Optional[str] = None,
+        commit_message: str = "Upload timm-lc checkpoint",
+        *,
+        license: str = DEFAULT_LICENSE,
+        model_args: Optional[Dict[str, Any]] = None,
+        extra_config: Optional[Dict[str, Any]] = None,
+        model_name: Optional[str] = None,
+        max_retries: int = 3,
+        retry_wait: float = 2.0,
+        endpoint: Optional[str] = None,
+) -> PushResult:
+    """Publishes a run directory (or a model) to the Hub repo ``repo_id`` in a single commit.
+
+    Uploads ``model.safetensors`` (never pickles), the timm ``config.json`` (architecture,
+    num_classes, pretrained_cfg, model_args and the ``sleep`` settings), a generated model card
+    ``README.md`` and ``plots/*.png``. The run is checked completely (config, weights complete
+    and matching the architecture) and a token must be available before anything is sent. The
+    repo (and branch ``revision``) is created if needed; server errors are retried
+    ``max_retries`` times with exponential waits from ``retry_wait`` seconds. Everything goes
+    into one commit, so the repo holds all of the checkpoint or none of it.
+
+    A model (``nn.Module``) is first written with :func:`save_pretrained` (``model_args``,
+    ``extra_config`` as there). ``model_name`` (e.g. ``"lc_resnet20_hebb.c10"``) is recorded in
+    the returned manifest entry.
+    """
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
+        raise ValueError(f"expected repo_id 'ORG/NAME' (letters, digits, '-', '_', '.'), got {repo_id!r}")
+    if max_retries < 0 or retry_wait < 0:
+        raise ValueError(f"expected max_retries >= 0 and retry_wait >= 0, got {max_retries}, {retry_wait}")
+    token = token or get_token()
+    if not token:
+        raise HubError(
+            f"no Hugging Face token to push to '{repo_id}': pass token=... (`--token`), set HF_TOKEN, "
+            f"or run `hf auth login`. Nothing was uploaded."
+        )
+    if isinstance(model_or_run_dir, torch.nn.Module):
+        with tempfile.TemporaryDirectory(prefix="timm-lc-push-") as tmp:
+            save_pretrained(model_or_run_dir, tmp, model_args=model_args, extra_config=extra_config)
+            return _push_run(Path(tmp), repo_id, private, revision, token, commit_message, license,
+                             model_name, max_retries, retry_wait, endpoint)
+    if not isinstance(model_or_run_dir, (str, Path)):
+        raise TypeError(f"expected an nn.Module or a run directory path, got {type(model_or_run_dir).__name__}")
+    return _push_run(Path(model_or_run_dir), repo_id, private, revision, token, commit_message, license,
+                     model_name, max_retries, retry_wait, endpoint)
+
+
+def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str], token: str,
+              commit_message: str, license: str, model_name: Optional[str], max_retries: int,
+              retry_wait: float, endpoint: Optional[str]) -> PushResult:
+    run = _read_run(run_dir)
+    config = dict(run.config)
+    config["sleep"] = run.sleep  # always explicit: null for checkpoints trained without sleep
+    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
+    card_bytes = _render_card(run, repo_id, license, MODEL_CARD_TEMPLATE).encode()
+
+    def operations() -> List[CommitOperationAdd]:
+        # fresh objects per attempt: huggingface_hub mutates them during a commit
+        ops = [CommitOperationAdd(WEIGHTS_NAME, str(run.weights)),
+               CommitOperationAdd(CONFIG_NAME, config_bytes),
+               CommitOperationAdd(CARD_NAME, card_bytes)]
+        ops += [CommitOperationAdd(f"{PLOTS_DIR}/{p.name}", str(p)) for p in run.plots]
+        return ops
+
+    api = HfApi(endpoint=endpoint, token=token)
+    branch = revision or "main"
+    step = f"pushing {run_dir} to '{repo_id}'"
+    try:
+        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True),
+                      "create repo", max_retries, retry_wait)
+        if branch != "main":
+            _with_retries(lambda: api.create_branch(repo_id, branch=branch, exist_ok=True),
+                          "create branch", max_retries, retry_wait)
+        commit = _with_retries(
+            lambda: api.create_commit(repo_id, operations(), commit_message=commit_message, revision=branch),
+            "commit", max_retries, retry_wait)
+    except (HfHubHTTPError, *_TRANSIENT_ERRORS) as err:
+        message = _hub_error_message(err, repo_id, branch, step) or f"{step}: {err}"
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if not isinstance(err, HfHubHTTPError) or status in _RETRY_STATUS:
+            message += f" Gave up after {max_retries} retries."
+        raise HubError(
+            f"{message} The checkpoint is pushed in a single commit, so '{repo_id}' holds none of this push."
+        ) from err
+    except RuntimeError as err:  # huggingface_hub wraps LFS upload failures in RuntimeError
+        cause = " ".join(str(err.__cause__).split())
+        raise HubError(f"{step}: {err} Cause: {cause} Nothing was committed to '{repo_id}'.") from err
+    files = [op.path_in_repo for op in operations()]
+    entry = _entry(run, repo_id, commit.oid, model_name)
+    return PushResult(repo_id=repo_id, revision=branch, commit_oid=commit.oid, commit_url=commit.commit_url,
+                      files=files, manifest_entry=entry)
+
+
+# ---------------------------------------------------------------------------------------------
+# download
+# ---------------------------------------------------------------------------------------------
+
+def _split_revision(hub_id: str) -> Tuple[str, Optional[str]]:
+    repo_id, _, revision = hub_id.partition("@")
+    return repo_id, revision or None
+
+
+def _download(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[Union[str, Path]],
+              name: str) -> Path:
+    """hf_hub_download with the Hub's errors turned into clear :class:`HubError` messages."""
+    action = f"loading {name}"
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
+    except LocalEntryNotFoundError as err:
+        raise HubError(
+            f"{action}: {filename} of '{repo_id}' (revision {revision or 'main'}) is not in the local "
+            f"cache and the Hub cannot be reached (offline mode HF_HUB_OFFLINE=1, or no network). "
+            f"Download it once while online."
+        ) from err
+    except (HfHubHTTPError, EntryNotFoundError) as err:
+        message = _hub_error_message(err, repo_id, revision, action) or f"{action}: {err}"
+        if isinstance(err, EntryNotFoundError):
+            message = f"{action}: '{repo_id}' has no {filename} at revision '{revision or 'main'}'."
+        raise HubError(message) from err
+    except OSError as err:
+        if "Consistency check failed" in str(err):
+            raise CorruptCheckpointError(
+                f"{action}: the download of {filename} from '{repo_id}' was truncated ({err}). "
+                f"Retry; nothing incomplete was kept in the cache."
+            ) from err
+        raise
+
+
+def _check_cached_blob(path: Path, origin: str) -> None:
+    """The Hub cache stores an LFS file under its sha256: re-hash to catch corruption at rest."""
+    blob = Path(os.path.realpath(path)).name
+    if re.fullmatch(r"[0-9a-f]{64}", blob) and file_sha256(path) != blob:
+        raise CorruptCheckpointError(
+            f"{path.name} from {origin} is corrupt: its sha256 differs from the Hub's ({blob}). "
+            f"Download it again with force_download=True ({path})."
+        )
+
+
+def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None
+                       ) -> Tuple[Dict[str, Any], Optional[Path]]:
+    """Finds, downloads (cached) and checks a checkpoint; returns ``(config, weights path)``.
+
+    ``name`` is ``hf-hub:ORG/NAME[@REV]``, ``local-dir:DIR``, a run directory, or a registered
+    ``architecture[.tag]``. For a registered name without Hub weights, the weights path is None.
+    Raises :class:`HubError` subclasses (or FileNotFoundError for a missing directory) with
+    messages naming the repo, revision or file.
+    """
+    name = str(name)
+    if name.startswith("hf-hub:") or name.startswith("hf_hub:"):
+        repo_id, revision = _split_revision(name.split(":", 1)[1])
+        config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir, name)
+        config = _read_config(config_path, name)
+        check_architecture(config["architecture"], name)
+        weights = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, name)
+        _check_cached_blob(weights, name)
+    elif name.startswith("local-dir:") or os.path.isdir(name):
+        directory = Path(name.split(":", 1)[1] if name.startswith("local-dir:") else name)
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"loading {name}: expected {directory / CONFIG_NAME} (a timm-lc run directory)")
+        config = _read_config(directory / CONFIG_NAME, name)
+        check_architecture(config["architecture"], name)
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"loading {name}: expected weights {weights}; timm-lc checkpoints are safetensors")
+    else:
+        architecture = name.split(".", 1)[0]
+        check_architecture(architecture, name)
+        try:
+            cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+        except RuntimeError as err:
+            tags = timm.list_pretrained(architecture + "*") or ["none"]
+            raise HubError(f"loading {name}: no such pretrained tag; registered: {', '.join(tags)}") from err
+        config = {"architecture": architecture, "num_classes": cfg.num_classes, "pretrained_cfg": cfg.to_dict()}
+        weights = None
+        if cfg.hf_hub_id:
+            repo_id, revision = _split_revision(cfg.hf_hub_id)
+            weights = _download(repo_id, cfg.hf_hub_filename or WEIGHTS_NAME, revision, cache_dir, name)
+            _check_cached_blob(weights, name)
+    if weights is not None and weights.suffix == ".safetensors":
+        validate_safetensors(weights, name)
+    return config, weights
+
+
+def load_pretrained_model(name: Union[str, Path], pretrained: bool = True,
+                          cache_dir: Optional[Union[str, Path]] = None, **kwargs: Any) -> torch.nn.Module:
+    """``timm.create_model(name, pretrained=...)`` with clear errors for every way loading can fail.
+
+    ``name`` as in :func:`resolve_checkpoint` (a bare run directory is read as ``local-dir:``).
+    The checkpoint is resolved and checked first (repo, revision, files, safetensors integrity,
+    architecture registered), then timm builds the model from the same cached files, so timm's
+    own ``hf-hub:``/``local-dir:`` loading is what runs. ``kwargs`` go to timm.create_model.
+    """
+    name = str(name)
+    if not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) and os.path.isdir(name):
+        name = f"local-dir:{name}"
+    if pretrained:
+        resolve_checkpoint(name, cache_dir=cache_dir)
+    else:
+        source = name.split(":", 1)[0] if ":" in name else None
+        if source is None:
+            check_architecture(name.split(".", 1)[0], name)
+    try:
+        return timm.create_model(name, pretrained=pretrained, cache_dir=cache_dir, **kwargs)
+    except SafetensorError as err:  # the file changed between the check and timm's load
+        raise CorruptCheckpointError(f"loading {name}: {WEIGHTS_NAME} is not valid safetensors: {err}") from err
+    except RuntimeError as err:
+        if str(err).startswith("Unknown model"):
+            check_architecture(str(err)[len("Unknown model ("):-1], name)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest of published checkpoints (hub/manifest.json)
+# ---------------------------------------------------------------------------------------------
+
+def _entry(run: _Run, repo_id: str, revision: Optional[str], model_name: Optional[str]) -> Dict[str, Any]:
+    config = run.config
+    pretrained_cfg = config.get("pretrained_cfg") or {}
+    return {
+        "repo_id": repo_id,
+        "revision": revision,
+        "model": model_name,
+        "architecture": config["architecture"],
+        "num_classes": config.get("num_classes"),
+        "input_size": list(pretrained_cfg["input_size"]) if pretrained_cfg.get("input_size") else None,
+        "dataset": config.get("dataset"),
+        "recipe": config.get("recipe"),
+        "metrics": _final_metrics(run),
+        "sha256": run.sha256,
+        "num_params": run.num_params,
+    }
+
+
+def manifest_entry(run_dir: Union[str, Path], repo_id: str, revision: Optional[str] = None,
+                   model_name: Optional[str] = None) -> Dict[str, Any]:
+    """The manifest record of a run published as ``repo_id`` (keys: ``MANIFEST_KEYS``)."""
+    return _entry(_read_run(Path(run_dir)), repo_id, revision, model_name)
+
+
+def load_manifest(path: Union[str, Path]) -> Dict[str, Any]:
+    """Reads ``hub/manifest.json``: ``{"organization": ORG, "checkpoints": [entry, ...]}``, checked."""
+    path = Path(path)
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("checkpoints"), list) \
+            or not isinstance(manifest.get("organization"), str):
+        raise ValueError(f"{path}: expected {{'organization': str, 'checkpoints': [...]}}, got {manifest!r:.200}")
+    for i, entry in enumerate(manifest["checkpoints"]):
+        missing = [k for k in MANIFEST_KEYS if k not in entry]
+        if missing:
+            raise ValueError(f"{path}: checkpoint {i} ({entry.get('repo_id')}) lacks keys {missing}")
+        if not re.fullmatch(r"[0-9a-f]{64}", str(entry["sha256"])):
+            raise ValueError(f"{path}: checkpoint {entry['repo_id']}: sha256 must be 64 hex digits, got {entry['sha256']!r}")
+    return manifest
+
+
+def add_to_manifest(entry: Dict[str, Any], path: Union[str, Path]) -> Dict[str, Any]:
+    """Adds (or replaces, by repo_id) ``entry`` in the manifest at ``path``, written atomically."""
+    path = Path(path)
+    manifest = load_manifest(path)
+    missing = [k for k in MANIFEST_KEYS if k not in entry]
+    if missing:
+        raise ValueError(f"manifest entry lacks keys {missing}; build it with manifest_entry() or push_to_hub()")
+    if not entry["repo_id"].startswith(manifest["organization"] + "/"):
+        raise ValueError(f"manifest lists checkpoints of '{manifest['organization']}/...', got {entry['repo_id']!r}")
+    manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e["repo_id"] != entry["repo_id"]] + [entry]
+    tmp = _atomic_path(path)
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest

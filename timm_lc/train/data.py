@@ -215,7 +215,7 @@ class EpochSampler(Sampler):
 class DataBundle:
     """The train and eval data sets of a run plus what the model needs to know about them."""
     name: str  # the data set's id (hub id, path or "demo")
-    train: Dataset
+    train: Optional[Dataset]
     eval: Dataset
     num_classes: int
     in_chans: int
@@ -242,35 +242,37 @@ def _imagenet_transforms(img_size: int, crop_pct: float, hflip: bool, mean, std)
     return train, test
 
 
-def build_data(cfg: TrainConfig) -> DataBundle:
-    """The train/eval data sets named by the config."""
+def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
+    """The train/eval data sets named by the config (``with_train=False``: eval only, train is None)."""
     if cfg.dataset == "demo":
         size = cfg.img_size or cfg.canvas_size
         if size != cfg.canvas_size:
             raise ValueError(f"demo data set: img_size ({size}) must equal canvas_size ({cfg.canvas_size})")
-        train = DigitsCanvas("train", cfg.canvas_size, cfg.translate, seed=cfg.seed, max_samples=cfg.max_train_samples)
+        train = DigitsCanvas("train", cfg.canvas_size, cfg.translate, seed=cfg.seed,
+                             max_samples=cfg.max_train_samples) if with_train else None
         test = DigitsCanvas("test", cfg.canvas_size, cfg.test_shift, seed=cfg.seed, max_samples=cfg.max_eval_samples)
         return DataBundle("demo", train, test, 10, 1, cfg.canvas_size, DIGITS_MEAN, DIGITS_STD)
 
     spec = resolve_spec(cfg.dataset)
     source = spec.hub_id if spec else cfg.dataset
     eval_split = cfg.eval_split or (spec.eval_split if spec else "test")
-    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path)
     eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path)
-    image_col, label_col = _find_columns(train_src, cfg.image_column or (spec.image_column if spec else None),
+    image_col, label_col = _find_columns(eval_src, cfg.image_column or (spec.image_column if spec else None),
                                          cfg.label_column or (spec.label_column if spec else None))
-    if cfg.max_train_samples is not None:
+    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path) if with_train else None
+    if train_src is not None and cfg.max_train_samples is not None:
         train_src = train_src.select(range(min(cfg.max_train_samples, len(train_src))))
     if cfg.max_eval_samples is not None:
         eval_src = eval_src.select(range(min(cfg.max_eval_samples, len(eval_src))))
-    num_classes = spec.num_classes if spec else _num_classes(train_src, label_col)
+    num_classes = spec.num_classes if spec else _num_classes(train_src if train_src is not None else eval_src,
+                                                               label_col)
     mean, std = (spec.mean, spec.std) if spec else (IMAGENET_MEAN, IMAGENET_STD)
     img_size = cfg.img_size or (spec.img_size if spec else 224)
     if spec is None or spec.style == "imagenet":
         train_tf, test_tf = _imagenet_transforms(img_size, spec.crop_pct if spec else 0.875, cfg.hflip, mean, std)
     else:
         train_tf, test_tf = _small_transforms(img_size, spec.crop_pct, cfg.translate, cfg.hflip, mean, std)
-    train = ImageDataset(train_src, train_tf, image_col, label_col, seed=cfg.seed)
+    train = ImageDataset(train_src, train_tf, image_col, label_col, seed=cfg.seed) if with_train else None
     test = ImageDataset(eval_src, test_tf, image_col, label_col, seed=cfg.seed)
     return DataBundle(source, train, test, num_classes, 3, img_size, mean, std)
 
@@ -281,12 +283,14 @@ def build_train_loader(bundle: DataBundle, cfg: TrainConfig) -> Tuple[DataLoader
     sampler = EpochSampler(len(dataset), seed=cfg.seed)
     if len(dataset) < cfg.batch_size:
         raise ValueError(f"training set has {len(dataset)} images, fewer than batch_size {cfg.batch_size}")
+    # own generators: creating a loader iterator then never draws from the global RNG (exact resume)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.num_workers, collate_fn=collate_views, persistent_workers=False,
+                        num_workers=cfg.num_workers, collate_fn=collate_views,
                         generator=torch.Generator().manual_seed(cfg.seed))
     return loader, sampler
 
 
 def build_eval_loader(bundle: DataBundle, cfg: TrainConfig) -> DataLoader:
+    """The evaluation loader, in data set order."""
     return DataLoader(bundle.eval, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
-                      num_workers=cfg.num_workers)
+                      num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))

@@ -46,10 +46,10 @@ class MetricsWriter:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
-        """Drops records logged after ``step`` (resume), rewriting the file atomically."""
+        """Drops records logged after ``step`` and "final" records (resume), rewriting the file atomically."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step and r.get("event") != "final"]
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
         os.replace(tmp, self.path)

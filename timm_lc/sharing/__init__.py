@@ -1,0 +1,11 @@
+"""Sleep-phase weight sharing for LocallyConnected2d layers (PAPER.md sections 3, 4 and 6).
+
+``share_weights_`` shares filters within pools (instant, Hebbian or rate dynamics);
+``sharing_snr`` measures how shared they are; ``find_pools`` / ``pool_ids`` say who shares with whom.
+"""
+from .api import MODES, share_weights_
+from .hebbian import SleepDivergenceWarning
+from .metrics import sharing_snr
+from .pools import POOL_MODES, LayerPools, find_pools, pool_ids
+from .report import LayerReport, SharingReport
+from .schedule import contraction_factor, max_stable_fan_in, optimal_step, step_sizes

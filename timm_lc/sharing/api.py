@@ -1,0 +1,125 @@
+"""``share_weights_``: weight sharing for every LocallyConnected2d of a model, in place."""
+import time
+from contextlib import nullcontext
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .hebbian import HebbianRule, sleep_layer_
+from .instant import instant_share_
+from .metrics import lc_layers, pool_statistics
+from .pools import POOL_MODES, find_pools
+from .rate import RateRule
+from .report import LayerReport, SharingReport
+from .schedule import SCHEDULES
+
+MODES = ("instant", "hebbian", "rate")
+_NOISE_OPTIONS = {"schedule", "check_every", "trace"}
+_RATE_OPTIONS = {"alpha", "tau", "b", "dt", "steps", "tol"}
+
+
+def _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, options) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if pools not in POOL_MODES:
+        raise ValueError(f"pools must be one of {POOL_MODES}, got {pools!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not (isinstance(gamma, (int, float)) and gamma >= 0):
+        raise ValueError(f"gamma must be a number >= 0, got {gamma!r}")
+    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be None (fan-in normalised) or a number > 0, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    allowed = set() if mode == "instant" else _NOISE_OPTIONS | (_RATE_OPTIONS if mode == "rate" else set())
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"unexpected option(s) {unknown} for mode {mode!r}; expected a subset of {sorted(allowed)}")
+    if options.get("schedule", "auto") not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {options['schedule']!r}")
+    check_every = options.get("check_every", 10)
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+
+
+def share_weights_(
+        module: nn.Module,
+        mode: str = "instant",
+        pools: str = "paper",
+        iterations: int = 100,
+        batch_size: int = 128,
+        gamma: float = 1e-5,
+        lr: Optional[float] = None,
+        seed: int = 0,
+        **mode_options,
+) -> SharingReport:
+    """Shares the filters of every LocallyConnected2d in ``module`` (or ``module`` itself), in place.
+
+    Modes (PAPER.md section 4): ``instant`` sets every pooled filter to its pool mean;
+    ``hebbian`` runs ``iterations`` anti-Hebbian steps on ``batch_size`` tiled k x k Gaussian noise
+    patches, anchored to the starting weights with ``gamma``; ``rate`` simulates the lateral
+    circuit (options ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol``; see ``rate``). ``pools``
+    is ``paper`` (residue classes of the positions that see the tiled noise, border positions
+    alone) or ``full`` (all positions of a channel: a convolution). ``lr=None`` uses the fan-in
+    normalised step with the ``auto`` decay (never diverges); a float is a raw fixed step size.
+    Noise-mode options: ``schedule`` ('auto' | 'constant'), ``check_every`` (divergence check period,
+    10), ``trace`` (record the per-iteration convergence, False).
+
+    Computes in fp32 (autocast off) and writes back in each weight's dtype, under no_grad; bias,
+    gradients and optimiser state are untouched. Noise comes from one ``torch.Generator`` on the
+    weights' device seeded with ``seed`` (layers drawn in module order): the same seed gives
+    bitwise the same result, and the global RNG is not used. A layer whose sleep diverges is rolled
+    back with a ``SleepDivergenceWarning``.
+    """
+    _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, mode_options)
+    options = dict(mode_options)
+    rule = RateRule(**{k: v for k, v in options.items() if k in _RATE_OPTIONS}) if mode == "rate" else HebbianRule()
+    report = SharingReport(mode, pools, iterations, batch_size, float(gamma), seed, options)
+    generators = {}
+    for name, layer in lc_layers(module):
+        start = time.perf_counter()
+        device = layer.weight.device
+        layer_pools = find_pools(layer, pools)
+        before = pool_statistics(layer, layer_pools)
+        autocast = torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda") else nullcontext()
+        with torch.no_grad(), autocast:
+            outcome = None
+            if mode == "instant":
+                instant_share_(layer, layer_pools)
+            else:
+                if device not in generators:
+                    generators[device] = torch.Generator(device=device)
+                    generators[device].manual_seed(seed)
+                outcome = sleep_layer_(
+                    layer, layer_pools, iterations, batch_size, float(gamma), generators[device], lr=lr,
+                    schedule=options.get("schedule", "auto"), check_every=options.get("check_every", 10),
+                    trace=bool(options.get("trace", False)), rule=rule, name=name)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        after = pool_statistics(layer, layer_pools)
+        layer_report = LayerReport(
+            name=name, fan_in=layer.fan_in, pools=len(layer_pools), shared_positions=layer_pools.num_shared,
+            iterations=0 if outcome is None else outcome.iterations_run,
+            deviation_before=_deviation(before), deviation_after=_deviation(after),
+            snr_before=before["snr_sum"] / before["entries"] if before["entries"] else None,
+            snr_after=after["snr_sum"] / after["entries"] if after["entries"] else None,
+            wall_time=time.perf_counter() - start)
+        if outcome is not None:
+            layer_report.lr = outcome.steps[0] if outcome.steps else None
+            layer_report.final_lr = outcome.steps[-1] if outcome.steps else None
+            layer_report.rolled_back, layer_report.reason = outcome.rolled_back, outcome.reason
+            layer_report.extras, layer_report.trace = outcome.extras, outcome.trace
+        layer_report._sums = {"entries": before["entries"],
+                              **{f"{k}_before": before[k] for k in ("snr_sum", "dev_sq", "norm_sq")},
+                              **{f"{k}_after": after[k] for k in ("snr_sum", "dev_sq", "norm_sq")}}
+        report.layers.append(layer_report)
+    return report
+
+
+def _deviation(stats) -> Optional[float]:
+    if not stats["entries"]:
+        return None
+    return (stats["dev_sq"] / stats["norm_sq"]) ** 0.5 if stats["norm_sq"] > 0 else 0.0

@@ -1,0 +1,144 @@
+"""The Hebbian sleep of one layer: stochastic anti-Hebbian updates on tiled Gaussian noise.
+
+Exact gradient descent on ``1/2 sum_i (z_i - zbar)^2 + gamma/2 sum_i |w_i - w_i^anchor|^2`` within
+each pool (PAPER.md section 4), with the anchor = the weights at the start of the sleep:
+
+    w_i <- w_i - eta [ mean_batch (z_i - zbar) x + gamma (w_i - w_i^anchor) ]
+
+It runs on the pool deviations gathered once per sleep (``blocks``): the pool mean is exactly
+conserved by this rule, and an iteration is two batched GEMMs per layer on the noise patch itself
+(no noise image is ever built or unfolded). Step sizes come from ``schedule`` (fan-in normalised
+by default). Every ``check_every`` iterations the deviation is checked; if it is non-finite or has
+grown, the layer is left as it was (its weight is only written at the end) and a
+``SleepDivergenceWarning`` is raised.
+"""
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+from torch import Tensor
+
+from timm_lc.layers import LocallyConnected2d
+
+from .blocks import PoolBlock, gather_blocks, scatter_blocks_
+from .pools import LayerPools
+from .schedule import step_sizes
+
+# the deviation may exceed its start by this factor before it counts as growing
+GROWTH_TOLERANCE = 1e-3
+
+
+class SleepDivergenceWarning(RuntimeWarning):
+    """A layer's sleep diverged (non-finite or growing deviation) and was rolled back."""
+
+
+@dataclass
+class SleepOutcome:
+    """What happened to one layer during a noise-driven sleep."""
+    steps: List[float]
+    iterations_run: int = 0
+    rolled_back: bool = False
+    reason: Optional[str] = None
+    trace: Optional[List[float]] = None
+    extras: dict = field(default_factory=dict)
+
+
+class HebbianRule:
+    """The anti-Hebbian update of a block: ``D <- D - eta (D X X^T / B + gamma (D - D_anchor))``."""
+    name = "hebbian"
+    moves_mean = False
+
+    def __call__(self, block: PoolBlock, x: Tensor, step: float, gamma: float,
+                 anchor: Optional[Tensor], anchor_mean: Optional[Tensor]) -> None:
+        z = torch.bmm(block.dev, x)  # (groups, rows, B): z_i - zbar for every member and sample
+        block.dev.baddbmm_(z, x.transpose(1, 2), beta=1.0 - step * gamma, alpha=-step / x.shape[-1])
+        if anchor is not None:
+            block.dev.add_(anchor, alpha=step * gamma)
+
+    def extras(self) -> dict:
+        return {}
+
+
+def draw_noise(layer: LocallyConnected2d, batch_size: int, generator: torch.Generator) -> Tensor:
+    """One batch of k x k noise patches in noise coordinates: (groups, kh*kw*C_in/groups, B).
+
+    Drawn as ``randn(B, C_in, kh, kw)`` (sample b's patch ``xi[b, c, a, a']`` is what pixel
+    (y, x) of channel c holds when tiled: ``a = y mod kh``, ``a' = x mod kw``), then laid out as
+    (group, slot, channel-in-group, sample).
+    """
+    kh, kw = layer.kernel_size
+    g = layer.groups
+    xi = torch.randn(batch_size, layer.in_channels, kh, kw, generator=generator,
+                     device=layer.weight.device, dtype=torch.float32)
+    xi = xi.view(batch_size, g, layer.in_channels // g, kh, kw).permute(1, 3, 4, 2, 0)
+    return xi.reshape(g, kh * kw * (layer.in_channels // g), batch_size)
+
+
+def _sum_sq(tensors: List[Tensor]) -> float:
+    return float(sum(t.double().square().sum() for t in tensors)) if tensors else 0.0
+
+
+def sleep_layer_(
+        layer: LocallyConnected2d,
+        pools: LayerPools,
+        iterations: int,
+        batch_size: int,
+        gamma: float,
+        generator: torch.Generator,
+        lr: Optional[float] = None,
+        schedule: str = "auto",
+        check_every: int = 10,
+        trace: bool = False,
+        rule: Optional[Callable] = None,
+        name: str = "",
+) -> SleepOutcome:
+    """Runs ``iterations`` noise-driven plasticity steps on ``layer``'s pools, in place.
+
+    ``rule`` is the per-block update (``HebbianRule()`` by default; ``rate.RateRule`` simulates the
+    lateral circuit). With ``trace`` the outcome lists, after every iteration, the distance of
+    the deviations to the white-noise fixed point ``gamma/(1+gamma) D_anchor`` relative to its start.
+    """
+    rule = HebbianRule() if rule is None else rule
+    steps = step_sizes(iterations, layer.fan_in, batch_size, gamma, lr, schedule, pools.multiplicity)
+    outcome = SleepOutcome(steps=steps)
+    if not len(pools) or iterations == 0:
+        return outcome
+    blocks = gather_blocks(layer, pools)
+    anchors = [b.dev.clone() for b in blocks] if gamma > 0 else [None] * len(blocks)
+    anchor_means = [b.mean.clone() for b in blocks] if gamma > 0 and rule.moves_mean else [None] * len(blocks)
+    dev0 = _sum_sq([b.dev for b in blocks])
+    mean0 = _sum_sq([b.mean for b in blocks])
+    fixed = gamma / (1.0 + gamma)
+    if trace:
+        outcome.trace = []
+        start = math.sqrt(dev0) * (1.0 - fixed)
+
+    for t, step in enumerate(steps):
+        noise = draw_noise(layer, batch_size, generator)
+        for block, anchor, anchor_mean in zip(blocks, anchors, anchor_means):
+            rule(block, block.inputs(noise), step, gamma, anchor, anchor_mean)
+        outcome.iterations_run = t + 1
+        if trace:
+            dist = math.sqrt(_sum_sq([b.dev - fixed * a if a is not None else b.dev
+                                      for b, a in zip(blocks, anchors)]))
+            outcome.trace.append(dist / start if start > 0 else 0.0)
+        if (t + 1) % check_every == 0 or t + 1 == iterations:
+            dev, mean = _sum_sq([b.dev for b in blocks]), _sum_sq([b.mean for b in blocks])
+            reason = None
+            if not (math.isfinite(dev) and math.isfinite(mean)):
+                reason = "non-finite weights"
+            elif dev > dev0 * (1.0 + GROWTH_TOLERANCE) or mean > mean0 * (1.0 + GROWTH_TOLERANCE):
+                reason = (f"deviation grew to {math.sqrt(dev / dev0) if dev0 else float('inf'):.3g}x "
+                          f"its start")
+            if reason is not None:
+                outcome.rolled_back, outcome.reason = True, f"{reason} after {t + 1} iterations"
+                warnings.warn(
+                    f"sleep of layer {name or type(layer).__name__!r} (fan-in {layer.fan_in}) diverged: "
+                    f"{outcome.reason} with step {step:.4g}; the layer was rolled back to its weights "
+                    f"before the sleep", SleepDivergenceWarning, stacklevel=3)
+                return outcome
+    scatter_blocks_(layer, blocks)
+    outcome.extras = rule.extras()
+    return outcome

@@ -1,0 +1,30 @@
+"""Instant sharing: every pooled filter replaced by its pool mean, exactly, in one step.
+
+This is the gamma -> 0, infinitely long sleep limit of the Hebbian rule. With ``paper`` pools it
+averages the residue classes of the *regular* positions only (those whose receptive field sees the
+tiled noise) and leaves border positions alone, i.e. it lands exactly on the Hebbian fixed point;
+the reference's instant mode instead averages residue classes *including* border positions,
+which its own Hebbian sleep never produces. ``full`` pools average all positions of a channel,
+turning the layer into a convolution with the mean kernel.
+"""
+import torch
+
+from timm_lc.layers import LocallyConnected2d
+
+from .blocks import _flat_weight
+from .pools import LayerPools
+
+
+@torch.no_grad()
+def instant_share_(layer: LocallyConnected2d, pools: LayerPools) -> None:
+    """Sets every pooled filter of ``layer`` to its pool mean (computed in fp32), in place."""
+    weight = layer.weight
+    flat = _flat_weight(layer)
+    if flat.data_ptr() != weight.data_ptr() or not weight.is_contiguous():
+        flat = flat.clone()
+    for pos in pools.positions:
+        pos = pos.to(flat.device)
+        mean = flat.index_select(0, pos).float().mean(0, keepdim=True)
+        flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape[1:]))
+    if flat.data_ptr() != weight.data_ptr():
+        weight.copy_(flat.view(weight.shape))

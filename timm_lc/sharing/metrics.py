@@ -1,0 +1,78 @@
+"""How shared a layer's filters are: the paper's per-pool SNR and the deviation from pool means.
+
+For every pool with at least two members, output channel and kernel entry, m is the pool mean of
+that weight and v its pool variance (population variance over the members). The SNR is the mean
+of ``m^2 / v`` over all those entries (PAPER.md section 6: it measures the distance from the
+k^2-group solution that sharing produces, not from a full convolution). ``v`` is floored at the
+fp32 resolution of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2)
+instead of inf. The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters:
+1 for unrelated zero-mean filters, 0 when shared.
+"""
+import math
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from timm_lc.layers import LocallyConnected2d
+
+from .blocks import _flat_weight
+from .pools import LayerPools, find_pools
+
+_EPS = torch.finfo(torch.float32).eps
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@torch.no_grad()
+def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, float]:
+    """Sums over one layer's pooled entries: ``snr_sum``, ``entries``, ``dev_sq``, ``norm_sq``."""
+    flat = _flat_weight(layer)
+    snr_sum = dev_sq = norm_sq = 0.0
+    entries = 0
+    for pos in pools.positions:
+        w = flat.index_select(0, pos.to(flat.device)).float()
+        m = w.mean(0)
+        v = (w - m).square().mean(0)
+        m2 = m.square()
+        floor = (m2 * (_EPS * _EPS)).clamp_min(_TINY)
+        snr_sum += float((m2 / torch.maximum(v, floor)).double().sum())
+        entries += m.numel()
+        dev_sq += float(v.double().sum()) * pos.numel()
+        norm_sq += float(w.double().square().sum())
+    return {"snr_sum": snr_sum, "entries": entries, "dev_sq": dev_sq, "norm_sq": norm_sq}
+
+
+def _summary(stats: Dict[str, float]) -> Dict[str, Optional[float]]:
+    return {
+        "snr": stats["snr_sum"] / stats["entries"] if stats["entries"] else None,
+        "deviation": math.sqrt(stats["dev_sq"] / stats["norm_sq"]) if stats["norm_sq"] > 0 else (
+            0.0 if stats["entries"] else None),
+    }
+
+
+def lc_layers(module: nn.Module):
+    """(name, layer) of every LocallyConnected2d in ``module`` (the module itself included), in order."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected an nn.Module (a model or a LocallyConnected2d), got {type(module).__name__}")
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, LocallyConnected2d)]
+
+
+def sharing_snr(module: nn.Module, pools: str = "paper") -> dict:
+    """The paper's per-pool SNR and the relative deviation from the pool means, per layer and total.
+
+    Returns ``{"snr": float | None, "deviation": float | None, "layers": {name: {"snr",
+    "deviation", "pools", "shared_positions"}}}``; the totals weight every pooled kernel entry
+    (SNR) and every pooled weight (deviation) equally. Layers without a pool of two or more
+    positions are left out; None means there was nothing to measure.
+    """
+    total = {"snr_sum": 0.0, "entries": 0, "dev_sq": 0.0, "norm_sq": 0.0}
+    layers = {}
+    for name, layer in lc_layers(module):
+        layer_pools = find_pools(layer, pools)
+        if not len(layer_pools):
+            continue
+        stats = pool_statistics(layer, layer_pools)
+        for key in total:
+            total[key] += stats[key]
+        layers[name] = {**_summary(stats), "pools": len(layer_pools), "shared_positions": layer_pools.num_shared}
+    return {**_summary(total), "layers": layers}

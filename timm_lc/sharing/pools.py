@@ -1,0 +1,151 @@
+"""Pools: which output positions of a LocallyConnected2d share their filters during sleep.
+
+During sleep a layer's input is a kh x kw Gaussian noise patch ``xi`` tiled over the (unpadded)
+input with period (kh, kw): pixel (y, x) of channel c holds ``xi[c, y mod kh, x mod kw]``.
+Position (h, w) reads pixel ``(h*s_h + u*d_h - pad_top, w*s_w + v*d_w - pad_left)`` at kernel
+offset (u, v). If it only ever reads the tiling (no zero padding), the noise it sees at offset
+(u, v) is ``xi[:, (r_h + u*d_h) mod kh, (r_w + v*d_w) mod kw]`` with the *residue*
+``r = ((h*s_h - pad_top) mod kh, (w*s_w - pad_left) mod kw)``: two such positions see identical
+noise exactly when their residues agree, so the pools are residue classes (PAPER.md section 3,
+which states the stride-1 case as (h mod k, w mod k)). This holds for any stride, dilation,
+padding, non-square input and groups (each group's filters see their own channels' noise).
+
+``paper`` pools are these residue classes of the *regular* positions: those whose whole receptive
+field reads the tiling. They are found by tiling an image of noise-slot indices, padding it with
+the layer's own padding mode and comparing every position's patch with the tile window its
+residue predicts, so zero padding makes border positions irregular (singletons) while e.g.
+circular padding of a multiple-of-k input keeps them regular. ``full`` pools hold every position
+of a channel: the exact-convolution limit. Pools with one member are not listed (nothing to share).
+"""
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from timm_lc.layers import LocallyConnected2d
+
+POOL_MODES = ("paper", "full")
+
+
+@dataclass(frozen=True)
+class LayerPools:
+    """The shared pools of one layer geometry (CPU tensors; positions are flat ``h * W_out + w``).
+
+    ``positions[i]``: the member positions of pool i (>= 2 members, ascending).
+    ``residues[i]``: its residue (r_h, r_w), or None for a ``full`` pool.
+    ``slot_maps[i]``: (kh*kw,) noise slot ``a * kw + b`` that kernel offset ``u * kw + v`` of every
+    member reads (identity for ``full``: every position sees the noise patch as it is).
+    ``bijective``: every slot map is a permutation (false only when a dilation shares a factor
+    with the kernel size, so some offsets read the same noise pixel).
+    ``multiplicity``: the largest number of kernel offsets reading one noise pixel (1 if bijective).
+    """
+    mode: str
+    output_size: Tuple[int, int]
+    kernel_size: Tuple[int, int]
+    positions: Tuple[Tensor, ...]
+    residues: Tuple[Optional[Tuple[int, int]], ...]
+    slot_maps: Tuple[Tensor, ...]
+    bijective: bool
+    multiplicity: int
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def num_shared(self) -> int:
+        """Number of positions that belong to a pool with at least two members."""
+        return sum(int(p.numel()) for p in self.positions)
+
+    def pool_ids(self) -> Tensor:
+        """(H_out, W_out) pool index of every position; -1 for positions that share with nobody."""
+        ids = torch.full((self.output_size[0] * self.output_size[1],), -1, dtype=torch.long)
+        for i, pos in enumerate(self.positions):
+            ids[pos] = i
+        return ids.view(self.output_size)
+
+
+def _check_mode(pools: str) -> None:
+    if pools not in POOL_MODES:
+        raise ValueError(f"pools must be one of {POOL_MODES}, got {pools!r}")
+
+
+def _slot_map(residue: Tuple[int, int], kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
+    kh, kw = kernel_size
+    a = (residue[0] + torch.arange(kh) * dilation[0]) % kh
+    b = (residue[1] + torch.arange(kw) * dilation[1]) % kw
+    return (a[:, None] * kw + b[None, :]).reshape(-1)
+
+
+@lru_cache(maxsize=256)
+def _find_pools(
+        pools: str,
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        pads: Tuple[int, int, int, int],
+        padding_mode: str,
+        output_size: Tuple[int, int],
+) -> LayerPools:
+    kh, kw = kernel_size
+    ho, wo = output_size
+    bijective = math.gcd(dilation[0], kh) == 1 and math.gcd(dilation[1], kw) == 1
+    multiplicity = math.gcd(dilation[0], kh) * math.gcd(dilation[1], kw)
+    if pools == "full":
+        identity = torch.arange(kh * kw)
+        return LayerPools(pools, output_size, kernel_size, (torch.arange(ho * wo),), (None,), (identity,),
+                          True, 1)
+
+    left, right, top, bottom = pads
+    rows = torch.arange(input_size[0]) % kh
+    cols = torch.arange(input_size[1]) % kw
+    slots = (rows[:, None] * kw + cols[None, :]).double()[None, None]  # (1, 1, H, W) slot index image
+    if padding_mode == "zeros":
+        slots = F.pad(slots, pads, value=-1.0)  # -1: a padding pixel, never part of the tiling
+    else:
+        slots = F.pad(slots, pads, mode=padding_mode)
+    seen = F.unfold(slots, kernel_size, dilation=dilation, stride=stride)[0].long()  # (kh*kw, L)
+
+    r_h = (torch.arange(ho) * stride[0] - top) % kh
+    r_w = (torch.arange(wo) * stride[1] - left) % kw
+    u = torch.arange(kh) * dilation[0]
+    v = torch.arange(kw) * dilation[1]
+    exp_a = (r_h[:, None, None, None] + u[None, None, :, None]) % kh  # (ho, 1, kh, 1)
+    exp_b = (r_w[None, :, None, None] + v[None, None, None, :]) % kw  # (1, wo, 1, kw)
+    expected = (exp_a * kw + exp_b).reshape(ho * wo, kh * kw).t()
+    regular = (seen == expected).all(0)  # (ho * wo,)
+
+    key = (r_h[:, None] * kw + r_w[None, :]).reshape(-1)
+    positions: List[Tensor] = []
+    residues: List[Tuple[int, int]] = []
+    slot_maps: List[Tensor] = []
+    for k in range(kh * kw):
+        members = torch.nonzero(regular & (key == k)).flatten()
+        if members.numel() >= 2:
+            residue = (k // kw, k % kw)
+            positions.append(members)
+            residues.append(residue)
+            slot_maps.append(_slot_map(residue, kernel_size, dilation))
+    return LayerPools(pools, output_size, kernel_size, tuple(positions), tuple(residues), tuple(slot_maps),
+                      bijective, multiplicity)
+
+
+def find_pools(layer: LocallyConnected2d, pools: str = "paper") -> LayerPools:
+    """The pools of ``layer`` (``paper`` residue classes of regular positions, or ``full``).
+
+    Depends only on the layer's geometry, so results are cached and shared between layers.
+    """
+    if not isinstance(layer, LocallyConnected2d):
+        raise TypeError(f"expected a LocallyConnected2d, got {type(layer).__name__}")
+    _check_mode(pools)
+    return _find_pools(pools, tuple(layer.input_size), tuple(layer.kernel_size), tuple(layer.stride),
+                       tuple(layer.dilation), tuple(layer.pads), layer.padding_mode, tuple(layer.output_size))
+
+
+def pool_ids(layer: LocallyConnected2d, pools: str = "paper") -> Tensor:
+    """(H_out, W_out) pool index of every output position of ``layer``; -1 where it shares with nobody."""
+    return find_pools(layer, pools).pool_ids()

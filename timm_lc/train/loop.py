@@ -1,0 +1,313 @@
+"""The Accelerate training loop behind ``timm-lc train`` and ``python -m timm_lc.train``.
+
+One function, ``train(cfg)``: builds data, model (timm), optimiser and scheduler (timm's
+factories), optional EMA and the ``SleepPhase`` hook, then trains with Accelerate (DDP, mixed
+precision, gradient accumulation), evaluating, logging and checkpointing on the way, and
+finally writes the run directory: ``model.safetensors`` + timm ``config.json`` (loadable with
+``timm.create_model("local-dir:RUN")``), ``metrics.jsonl``, ``plots/``, ``recipe.yaml`` and
+``checkpoints/``. A run resumed from a checkpoint ends bitwise identical to an uninterrupted one.
+"""
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import (
+    CHECKPOINTS_DIR, latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint)
+from .config import TrainConfig, save_config
+from .data import build_data, build_eval_loader, build_train_loader
+from .evaluate import evaluate_accuracy
+from .metrics import MetricsWriter, plot_metrics
+from .sleep_phase import SleepPhase
+
+__all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "RunExistsError"]
+
+RECIPE_NAME = "recipe.yaml"
+METRICS_NAME = "metrics.jsonl"
+_RUN_FILES = ("model.safetensors", "config.json", METRICS_NAME, RECIPE_NAME)
+_RUN_DIRS = (CHECKPOINTS_DIR, "plots")
+
+
+class RunExistsError(FileExistsError):
+    """The output directory already holds a run and neither --resume nor --overwrite was given."""
+
+
+def resolve_output_dir(cfg: TrainConfig) -> Path:
+    """``cfg.output_dir`` or ``runs/<run name>`` (the recipe's name, ``demo`` for the default)."""
+    return Path(cfg.output_dir or Path("runs") / (cfg.name or "demo"))
+
+
+def holds_run(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in _RUN_FILES + _RUN_DIRS)
+
+
+def _prepare_output_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
+    if cfg.resume:
+        if latest_checkpoint(out) is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {str(out / CHECKPOINTS_DIR)!r}; "
+                                    f"start a new run (without --resume, or with --overwrite)")
+        return
+    if holds_run(out) and not cfg.overwrite:
+        raise RunExistsError(f"output directory {str(out)!r} already holds a run: pass --resume to continue it, "
+                             f"--overwrite to replace it, or --output-dir DIR for a new one")
+    if is_main and holds_run(out):  # --overwrite: remove only what a run writes
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in _RUN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+
+
+def create_run_model(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """``timm.create_model(cfg.model, ...)`` sized for the data (``img_size`` only for fixed-size models)."""
+    import timm
+    import timm_lc.models  # noqa: F401  (registers the lc_resnet* models)
+    kwargs: Dict[str, Any] = dict(num_classes=cfg.num_classes or num_classes, in_chans=in_chans)
+    try:
+        fixed = timm.models.get_pretrained_cfg(cfg.model.split(":")[-1].split(".")[0])
+        fixed = getattr(fixed, "fixed_input_size", False)
+    except Exception:
+        fixed = False
+    if fixed or "img_size" in cfg.model_kwargs:
+        kwargs["img_size"] = img_size
+    kwargs.update(cfg.model_kwargs)
+    if not timm.is_model(cfg.model.split(".")[0]):
+        raise ValueError(f"unknown model {cfg.model!r}; expected a timm model name, e.g. one of "
+                         f"{', '.join(timm.list_models('lc_resnet*'))}")
+    return timm.create_model(cfg.model, **kwargs)
+
+
+def build_sleep(cfg: TrainConfig, model: nn.Module) -> Optional[SleepPhase]:
+    """The run's SleepPhase: the model's own settings (``_hebb`` models) updated by the ``sleep_*`` keys."""
+    if cfg.sleep is False:
+        return None
+    overrides = dict(every=cfg.sleep_every, mode=cfg.sleep_mode, pools=cfg.sleep_pools,
+                     iterations=cfg.sleep_iterations, batch_size=cfg.sleep_batch_size, gamma=cfg.sleep_gamma,
+                     lr=cfg.sleep_lr, seed=cfg.seed)
+    if getattr(model, "sleep_cfg", None) is not None:
+        return SleepPhase.from_model(model, **overrides)
+    if cfg.sleep is None:
+        return None
+    return SleepPhase(**{k: v for k, v in overrides.items() if v is not None})
+
+
+_REPORT_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "wall_time", "rolled_back")
+
+
+def _report_summary(report: Any) -> Dict[str, Any]:
+    """The aggregates of a SharingReport (the per-layer entries stay out of metrics.jsonl)."""
+    return {k: getattr(report, k) for k in _REPORT_KEYS if hasattr(report, k)}
+
+
+def _total_snr(model: nn.Module, pools: str) -> Optional[float]:
+    from timm_lc.sharing import sharing_snr
+    snr = sharing_snr(model, pools=pools).get("snr")
+    return float(snr) if snr is not None else None
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Trains as configured; returns the final metrics (also stored in the run's config.json)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from tqdm.auto import tqdm
+
+    from timm_lc.hub import save_pretrained
+
+    cfg.validate()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum_steps,
+                              step_scheduler_with_optimizer=False)
+    is_main = accelerator.is_main_process
+    out = resolve_output_dir(cfg)
+    _prepare_output_dir(cfg, out, is_main)
+    accelerator.wait_for_everyone()
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_partial_checkpoints(out)
+        save_config(cfg, out / RECIPE_NAME)
+
+    set_seed(cfg.seed)  # the same model init on every process
+    data = build_data(cfg)
+    model = create_run_model(cfg, data.num_classes, data.in_chans, data.img_size)
+    sleep = build_sleep(cfg, model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    momentum=cfg.momentum)
+    train_loader, sampler = build_train_loader(data, cfg)
+    eval_loader = build_eval_loader(data, cfg)
+    if cfg.compile:
+        model = torch.compile(model)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    batches_per_epoch = len(train_loader)
+    updates_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_milestones=list(cfg.decay_milestones),
+        decay_rate=cfg.decay_rate, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
+        step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
+    total_steps = num_epochs * updates_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+        ema = ModelEmaV3(unwrapped, decay=cfg.ema_decay)
+    accelerator.register_for_checkpointing(scheduler)
+    if sleep is not None:
+        accelerator.register_for_checkpointing(sleep)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main)
+    step, epoch, skip = 0, 0, 0
+    if cfg.resume:
+        ckpt = latest_checkpoint(out)
+        state = load_checkpoint(accelerator, ckpt)
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        if skip >= batches_per_epoch:
+            epoch, skip = epoch + 1, 0
+        metrics.truncate_after(step)
+        accelerator.print(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {skip})")
+    else:
+        metrics.log("start", 0, model=cfg.model, dataset=data.name, num_processes=accelerator.num_processes,
+                    params=sum(p.numel() for p in unwrapped.parameters()), total_steps=total_steps,
+                    sleep=sleep.config() if sleep else None)
+    scheduler.step(epoch)
+    scheduler.step_update(step)
+
+    snr_pools = sleep.pools if sleep is not None else "paper"
+    has_lc = any(type(m).__name__ == "LocallyConnected2d" for m in unwrapped.modules())
+    last_eval: Dict[str, Any] = {}
+    last_eval_step, last_ckpt_step = -1, step if cfg.resume else -1
+
+    def run_eval() -> Dict[str, Any]:
+        result = evaluate_accuracy(model, eval_loader, accelerator, channels_last=cfg.channels_last)
+        values = {"epoch": epoch, "test_acc": result["accuracy"], "test_loss": result["loss"]}
+        if ema is not None:
+            values["ema_test_acc"] = evaluate_accuracy(ema.module, eval_loader, accelerator,
+                                                       channels_last=cfg.channels_last)["accuracy"]
+        if has_lc:
+            try:
+                values["snr"] = _total_snr(unwrapped, snr_pools)
+            except ImportError:
+                pass
+        if train_count:
+            counts = accelerator.reduce(torch.tensor([train_correct, train_count], device=accelerator.device,
+                                                     dtype=torch.float64), reduction="sum")
+            values["train_acc"] = 100.0 * counts[0].item() / max(counts[1].item(), 1.0)
+        if sleep is not None:
+            values["sleep_time"] = sleep.sleep_time
+            values["num_sleeps"] = sleep.num_sleeps
+        metrics.log("eval", step, **values)
+        model.train()
+        return values
+
+    def checkpoint(batch_in_epoch: int) -> None:
+        save_checkpoint(accelerator, out, step, {"epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                                                 "batches_per_epoch": batches_per_epoch}, keep=cfg.keep_checkpoints)
+
+    progress = tqdm(total=total_steps, initial=step, disable=not (is_main and cfg.progress), desc="train",
+                    dynamic_ncols=True, file=sys.stderr)
+    model.train()
+    train_correct = train_count = 0
+    interval_loss, interval_batches, interval_images = 0.0, 0, 0
+    interval_start = time.perf_counter()
+    start_sleep_time = sleep.sleep_time if sleep is not None else 0.0
+    wall_start = time.perf_counter()
+    batch_in_epoch = 0
+    while step < total_steps and epoch < num_epochs:
+        sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        loader = train_loader
+        if skip:
+            loader = accelerator.skip_first_batches(train_loader, skip)
+            loader.set_epoch(epoch)
+        batch_in_epoch = skip
+        skip = 0
+        train_correct = train_count = 0
+        for images, targets in loader:
+            with accelerator.accumulate(model):
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with accelerator.autocast():
+                    logits = model(images)
+                    loss = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
+                accelerator.backward(loss)
+                if cfg.clip_grad is not None and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            batch_in_epoch += 1
+            interval_loss += loss.detach().float().item()
+            interval_batches += 1
+            interval_images += images.shape[0] * accelerator.num_processes
+            train_correct += (logits.detach().argmax(-1) == targets).sum().item()
+            train_count += targets.numel()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if sleep is not None:
+                report = sleep.step(accelerator, model)
+                if report is not None:
+                    metrics.log("sleep", step, **_report_summary(report))
+            if ema is not None:
+                ema.update(unwrapped, step=step)
+            scheduler.step_update(step)
+            progress.update(1)
+            end_of_epoch = batch_in_epoch >= batches_per_epoch
+            if step % cfg.log_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - interval_start
+                sleep_share = 0.0
+                if sleep is not None:
+                    sleep_share = (sleep.sleep_time - start_sleep_time) / max(elapsed, 1e-9)
+                    start_sleep_time = sleep.sleep_time
+                metrics.log("train", step, epoch=epoch, loss=interval_loss / max(interval_batches, 1),
+                            lr=optimizer.param_groups[0]["lr"], images_per_s=interval_images / max(elapsed, 1e-9),
+                            sleep_fraction=sleep_share)
+                progress.set_postfix(loss=f"{interval_loss / max(interval_batches, 1):.3f}",
+                                     acc=last_eval.get("test_acc", float("nan")))
+                interval_loss, interval_batches, interval_images = 0.0, 0, 0
+                interval_start = time.perf_counter()
+            if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
+                    or step == total_steps:
+                last_eval, last_eval_step = run_eval(), step
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
+                    (cfg.checkpoint_every is None and end_of_epoch) or step == total_steps:
+                checkpoint(batch_in_epoch)
+                last_ckpt_step = step
+            if step >= total_steps:
+                break
+        if batch_in_epoch >= batches_per_epoch:
+            epoch += 1
+            scheduler.step(epoch)
+    progress.close()
+
+    if last_eval_step != step:
+        last_eval, last_eval_step = run_eval(), step
+    if last_ckpt_step != step:
+        checkpoint(batches_per_epoch if batch_in_epoch == 0 else batch_in_epoch)
+    final = {"step": step, "epoch": epoch, **{k: v for k, v in last_eval.items() if k != "epoch"},
+             "train_time_s": time.perf_counter() - wall_start}
+    accelerator.wait_for_everyone()
+    if is_main:
+        extra = {"sleep": sleep.config() if sleep is not None else None, "recipe": cfg.to_dict(),
+                 "dataset": data.name, "metrics": final,
+                 # the preprocessing this model was trained with, for timm's resolve_data_config
+                 "pretrained_cfg": {"mean": list(data.mean), "std": list(data.std), "crop_pct": 1.0,
+                                    "num_classes": unwrapped.num_classes}}
+        save_pretrained(unwrapped, out, extra_config=extra)
+        if cfg.plots:
+            plot_metrics(out / METRICS_NAME, out / "plots", title=cfg.name or cfg.model)
+        metrics.log("final", step, **{k: v for k, v in final.items() if k != "step"})
+    accelerator.wait_for_everyone()
+    accelerator.print(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% "
+                      f"after {step} steps; run saved to {out}")
+    accelerator.end_training()
+    return final
