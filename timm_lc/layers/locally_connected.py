@@ -69,6 +69,11 @@ def lc_output_size(
     return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel_size, stride, dilation))
 
 
+def _shape_str(x: Tensor) -> str:
+    """A tensor's shape as '(2, 3, 8, 8)' (TorchScript-friendly)."""
+    return "(" + ", ".join([str(d) for d in x.shape]) + ")"
+
+
 def kernel_to_filters(kernel: Tensor) -> Tensor:
     """Conv2d kernel (C_out, C_in/g, kh, kw) -> one position's LC filters (C_out, kh, kw, C_in/g)."""
     return kernel.permute(0, 2, 3, 1)
@@ -193,7 +198,7 @@ class LocallyConnected2d(nn.Module):
             raise ValueError(
                 f"LocallyConnected2d expects input of shape (N, {self.in_channels}, {self.input_size[0]}, "
                 f"{self.input_size[1]}) (channels, height, width fixed at construction), "
-                f"got {tuple(x.shape)}")
+                f"got {_shape_str(x)}")
 
     def _pad(self, x: Tensor) -> Tensor:
         if self.pads == (0, 0, 0, 0):
