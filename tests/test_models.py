@@ -115,6 +115,7 @@ def test_imagenet_stem_and_stage_shapes():
 def test_img_size_builds_any_size_and_wrong_size_is_a_clear_error():
     model = timm.create_model("lc_resnet_tiny", img_size=(12, 20)).eval()
     assert model.conv1.input_size == (12, 20)
+    assert timm.data.resolve_input_data_config(model)["input_size"] == (3, 12, 20)  # timm sees the new size
     assert model(torch.randn(2, 3, 12, 20)).shape == (2, 10)
     assert model.forward_features(torch.randn(1, 3, 12, 20)).shape == (1, 32, 3, 5)
     with pytest.raises(ValueError, match=r"\(3, 12, 20\).*got \(2, 3, 16, 16\)"):

@@ -1,7 +1,11 @@
 """timm-lc: locally connected networks for timm, with sleep-phase weight sharing.
 
-Importing ``timm_lc`` registers the ``lc_resnet*`` models with timm.
+Importing ``timm_lc`` registers the ``lc_resnet*`` models with timm (timm has no plugin entry
+points), so ``import timm_lc`` must come before ``timm.create_model("lc_resnet...")``.
 """
 from .layers import LocallyConnected2d
+from .convert import ConversionReport, convert_to_lc, lc_conversion_report, lc_to_conv, register_conv_handler
+from . import models  # registers lc_resnet* with timm
+from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
 
 __version__ = "0.1.0"

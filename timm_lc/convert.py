@@ -12,6 +12,7 @@ subclasses can be taught with ``register_conv_handler``.
 """
 import fnmatch
 import logging
+import operator
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
@@ -121,9 +122,13 @@ def _forward_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
 
 
 def _check_input_size(input_size: Sequence[int]) -> Tuple[int, int, int]:
-    if len(input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in input_size):
-        raise ValueError(f"input_size must be (C, H, W) positive ints, got {tuple(input_size)}")
-    return tuple(input_size)  # type: ignore[return-value]
+    try:
+        sizes = tuple(operator.index(s) for s in input_size)
+    except TypeError:
+        sizes = ()
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise ValueError(f"input_size must be (C, H, W) positive ints, got {input_size!r}")
+    return sizes  # type: ignore[return-value]
 
 
 def _meta_state(model: nn.Module) -> Dict[str, Tensor]:

@@ -184,10 +184,11 @@ class LocallyConnected2d(nn.Module):
         Conv2dSame whose effective weight or padding differ from their attributes).
         """
         weight = conv.weight if kernel is None else kernel
-        lc = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
-                 padding=conv.padding if padding is None else padding, dilation=conv.dilation,
-                 groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-                 device=conv.weight.device, dtype=conv.weight.dtype)
+        lc = nn.utils.skip_init(  # no random init of a weight that is overwritten right away
+            cls, conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
+            padding=conv.padding if padding is None else padding, dilation=conv.dilation,
+            groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+            device=conv.weight.device, dtype=conv.weight.dtype)
         lc.train(conv.training)
         return lc.load_kernel_(weight.detach(), None if conv.bias is None else conv.bias.detach(),
                                noise=noise, generator=generator)

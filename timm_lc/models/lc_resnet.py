@@ -126,7 +126,7 @@ class LcResNet(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         self.locally_connected = locally_connected
-        self.sleep_cfg: Optional[Dict[str, Any]] = None
+        self.sleep_cfg = None  # the _hebb variants set their sleep-phase settings here
         self.num_stages = len(layers)
         act_layer = get_act_layer(act_layer)
         norm_layer = get_norm_layer(norm_layer)
@@ -163,7 +163,7 @@ class LcResNet(nn.Module):
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
         self.init_weights(zero_init_last=zero_init_last)
-        self.lc_layers: List[str] = []
+        self.lc_layers = []
         if locally_connected:
             self.lc_layers = locally_connect_(
                 self, (in_chans, *self.img_size), keep_first=keep_first, keep_1x1=keep_1x1, **dd)
