@@ -55,7 +55,7 @@ def hub(hub_server):
     hub_server.reset_faults()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def hub_token() -> str:
     """A token the loopback Hub accepts for writes."""
     return HUB_TOKEN

@@ -17,7 +17,7 @@ import pytest
 import timm
 import torch
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from safetensors import SafetensorError
 
 import timm_lc.models  # noqa: F401  registers lc_resnet*
@@ -25,7 +25,11 @@ from timm_lc.hub import (
     PAPER_CITATION, CorruptCheckpointError, HubError, UnknownArchitectureError, load_pretrained_model,
     push_to_hub, save_pretrained,
 )
+from timm_lc.cli import main as cli_main
 from timm_lc.hub_cli import main as push_main
+
+# huggingface_hub's own LFS PUT passes a file object as `data=`, which httpx deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 ARCH = "lc_resnet_tiny_hebb"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,11 +77,10 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pushed(hub_server, run):
+def pushed(hub_server, hub_token, run):
     """The run pushed once to ``test-org/tiny``; shared by the download tests."""
-    from conftest_hub import HUB_TOKEN
     directory, model = run
-    result = push_to_hub(directory, "test-org/tiny", token=HUB_TOKEN, model_name=f"{ARCH}.hubtest")
+    result = push_to_hub(directory, "test-org/tiny", token=hub_token, model_name=f"{ARCH}.hubtest")
     return result, directory, model
 
 
@@ -274,7 +277,8 @@ def test_broken_run_dirs_fail_before_any_request(hub, hub_token, run, tmp_path):
 def test_truncated_download_is_a_clear_error(hub, pushed, tmp_path):
     hub.serve_truncated("test-org/tiny", "model.safetensors")
     cache = tmp_path / "cache"
-    with pytest.raises(CorruptCheckpointError, match="download of model.safetensors from 'test-org/tiny' was truncated"):
+    with pytest.raises(CorruptCheckpointError,
+                       match="download of model.safetensors from 'test-org/tiny' was truncated"):
         load_pretrained_model("hf-hub:test-org/tiny", cache_dir=cache)
     assert not list(cache.rglob("*.incomplete"))  # nothing half-written kept in the cache
     assert not [p for p in cache.rglob("model.safetensors")]
@@ -297,8 +301,7 @@ def test_corrupt_weights_in_repo_name_the_file(hub, hub_token, run, tmp_path):
 
 
 def test_corrupt_cached_blob_is_detected(pushed, tmp_path):
-    path = Path(load_pretrained_model.__globals__["hf_hub_download"]("test-org/tiny", "model.safetensors",
-                                                                      cache_dir=tmp_path))
+    path = Path(hf_hub_download("test-org/tiny", "model.safetensors", cache_dir=tmp_path))
     blob = Path(os.path.realpath(path))
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF  # same size, valid header, different bytes
@@ -337,7 +340,7 @@ def test_cli_push_adds_manifest_entry(hub, hub_token, run, tmp_path, capsys):
     manifest.write_text(json.dumps({"organization": "test-org", "checkpoints": []}))
     argv = [str(directory), "--repo-id", "test-org/cli", "--token", hub_token, "--private",
             "--model-name", f"{ARCH}.cli", "--manifest", str(manifest)]
-    assert push_main(argv) == 0
+    assert cli_main(["push", *argv]) == 0  # through the `timm-lc` dispatcher
     assert "pushed model.safetensors, config.json, README.md, plots/accuracy.png to test-org/cli@main" \
         in capsys.readouterr().out
     entries = json.loads(manifest.read_text())["checkpoints"]
@@ -346,3 +349,12 @@ def test_cli_push_adds_manifest_entry(hub, hub_token, run, tmp_path, capsys):
     # a private repo is not visible without the token
     with pytest.raises(HubError, match="not found"):
         load_pretrained_model("hf-hub:test-org/cli")
+
+
+def test_registered_name_without_weights_is_an_error_not_a_random_init(hub):
+    with pytest.raises(HubError, match=f"loading {ARCH}: no pretrained weights are registered"):
+        load_pretrained_model(ARCH)
+    with pytest.raises(HubError, match=f"loading {ARCH}.nope: no such pretrained tag"):
+        load_pretrained_model(f"{ARCH}.nope")
+    model = load_pretrained_model(ARCH, pretrained=False)
+    assert isinstance(model, torch.nn.Module)

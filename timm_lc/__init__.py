@@ -7,5 +7,6 @@ from .layers import LocallyConnected2d
 from .convert import ConversionReport, convert_to_lc, lc_conversion_report, lc_to_conv, register_conv_handler
 from . import models  # registers lc_resnet* with timm
 from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
+from .hub import load_pretrained_model, push_to_hub, save_pretrained
 
 __version__ = "0.1.0"

@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 
 __all__ = [
-    "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
+    "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MANIFEST_KEYS", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
     "HubError", "CorruptCheckpointError", "UnknownArchitectureError", "PushResult",
     "save_pretrained", "push_to_hub", "load_pretrained_model", "resolve_checkpoint",
     "validate_safetensors", "check_architecture", "file_sha256", "render_model_card",
@@ -276,17 +276,15 @@ def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
     )
 
 
-def _build_on_meta(config: Dict[str, Any]) -> torch.nn.Module:
-    """The checkpoint's model without memory (meta device), for parameter count and shape check."""
-    kwargs = dict(config.get("model_args") or {})
-    kwargs["num_classes"] = config.get("num_classes", kwargs.get("num_classes"))
+def _check_weights_match(directory: Path, config: Dict[str, Any], shapes: Dict[str, Tuple[int, ...]],
+                         origin: str) -> int:
+    """Checks the safetensors tensors against the architecture; returns the parameter count.
+
+    The model is built the way timm will build it when loading the checkpoint (from its
+    config.json via ``local-dir:``), on the meta device so that it costs no memory.
+    """
     with torch.device("meta"):
-        return timm.create_model(config["architecture"], pretrained=False, **kwargs)
-
-
-def _check_weights_match(config: Dict[str, Any], shapes: Dict[str, Tuple[int, ...]], origin: str) -> int:
-    """Checks the safetensors tensors against the architecture; returns the parameter count."""
-    model = _build_on_meta(config)
+        model = timm.create_model(f"local-dir:{directory}", pretrained=False)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
@@ -376,7 +374,7 @@ def _read_run(directory: Path) -> _Run:
     config = _read_config(directory / CONFIG_NAME, origin)
     check_architecture(config["architecture"], origin)
     shapes = validate_safetensors(directory / WEIGHTS_NAME, origin)
-    num_params = _check_weights_match(config, shapes, origin)
+    num_params = _check_weights_match(directory, config, shapes, origin)
     recipe = directory / RECIPE_NAME
     return _Run(
         directory=directory,
@@ -544,7 +542,7 @@ def _hub_error_message(err: Exception, repo_id: str, revision: Optional[str], ac
     return None
 
 
-def _with_retries(fn: Callable[[], T], what: str, max_retries: int, retry_wait: float) -> T:
+def _with_retries(fn: Callable[[], T], max_retries: int, retry_wait: float) -> T:
     """Calls ``fn``; on a server error (5xx, 408, 429) or network error retries up to ``max_retries`` times."""
     for attempt in range(max_retries + 1):
         try:
@@ -630,14 +628,12 @@ def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str
     branch = revision or "main"
     step = f"pushing {run_dir} to '{repo_id}'"
     try:
-        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True),
-                      "create repo", max_retries, retry_wait)
+        _with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), max_retries, retry_wait)
         if branch != "main":
-            _with_retries(lambda: api.create_branch(repo_id, branch=branch, exist_ok=True),
-                          "create branch", max_retries, retry_wait)
+            _with_retries(lambda: api.create_branch(repo_id, branch=branch, exist_ok=True), max_retries, retry_wait)
         commit = _with_retries(
             lambda: api.create_commit(repo_id, operations(), commit_message=commit_message, revision=branch),
-            "commit", max_retries, retry_wait)
+            max_retries, retry_wait)
     except (HfHubHTTPError, *_TRANSIENT_ERRORS) as err:
         message = _hub_error_message(err, repo_id, branch, step) or f"{step}: {err}"
         status = getattr(getattr(err, "response", None), "status_code", None)
@@ -700,12 +696,13 @@ def _check_cached_blob(path: Path, origin: str) -> None:
         )
 
 
-def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None
-                       ) -> Tuple[Dict[str, Any], Optional[Path]]:
+def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None,
+                       verify_hash: bool = True) -> Tuple[Dict[str, Any], Optional[Path]]:
     """Finds, downloads (cached) and checks a checkpoint; returns ``(config, weights path)``.
 
     ``name`` is ``hf-hub:ORG/NAME[@REV]``, ``local-dir:DIR``, a run directory, or a registered
-    ``architecture[.tag]``. For a registered name without Hub weights, the weights path is None.
+    ``architecture[.tag]``. For a registered name whose weights come from a URL, the weights path
+    is None. ``verify_hash`` re-hashes a Hub download against its sha256 (catches corruption at rest).
     Raises :class:`HubError` subclasses (or FileNotFoundError for a missing directory) with
     messages naming the repo, revision or file.
     """
@@ -716,7 +713,8 @@ def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Pa
         config = _read_config(config_path, name)
         check_architecture(config["architecture"], name)
         weights = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, name)
-        _check_cached_blob(weights, name)
+        if verify_hash:
+            _check_cached_blob(weights, name)
     elif name.startswith("local-dir:") or os.path.isdir(name):
         directory = Path(name.split(":", 1)[1] if name.startswith("local-dir:") else name)
         if not (directory / CONFIG_NAME).is_file():
@@ -729,24 +727,34 @@ def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Pa
     else:
         architecture = name.split(".", 1)[0]
         check_architecture(architecture, name)
+        published = [n for n in timm.list_models(architecture, include_tags=True)
+                     if getattr(timm.models.get_pretrained_cfg(n), "hf_hub_id", None)]
         try:
             cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
         except RuntimeError as err:
-            tags = timm.list_pretrained(architecture + "*") or ["none"]
-            raise HubError(f"loading {name}: no such pretrained tag; registered: {', '.join(tags)}") from err
+            raise HubError(f"loading {name}: no such pretrained tag; tags with weights: "
+                           f"{', '.join(published) or 'none'}") from err
         config = {"architecture": architecture, "num_classes": cfg.num_classes, "pretrained_cfg": cfg.to_dict()}
         weights = None
+        if not (cfg.hf_hub_id or cfg.url or cfg.file):
+            raise HubError(
+                f"loading {name}: no pretrained weights are registered for it (timm would silently use a "
+                f"random init); tags with weights: {', '.join(published) or 'none'}. Load a run directory "
+                f"with local-dir:PATH or a Hub repo with hf-hub:ORG/NAME instead."
+            )
         if cfg.hf_hub_id:
             repo_id, revision = _split_revision(cfg.hf_hub_id)
             weights = _download(repo_id, cfg.hf_hub_filename or WEIGHTS_NAME, revision, cache_dir, name)
-            _check_cached_blob(weights, name)
+            if verify_hash:
+                _check_cached_blob(weights, name)
     if weights is not None and weights.suffix == ".safetensors":
         validate_safetensors(weights, name)
     return config, weights
 
 
 def load_pretrained_model(name: Union[str, Path], pretrained: bool = True,
-                          cache_dir: Optional[Union[str, Path]] = None, **kwargs: Any) -> torch.nn.Module:
+                          cache_dir: Optional[Union[str, Path]] = None, verify_hash: bool = True,
+                          **kwargs: Any) -> torch.nn.Module:
     """``timm.create_model(name, pretrained=...)`` with clear errors for every way loading can fail.
 
     ``name`` as in :func:`resolve_checkpoint` (a bare run directory is read as ``local-dir:``).
@@ -758,7 +766,7 @@ def load_pretrained_model(name: Union[str, Path], pretrained: bool = True,
     if not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) and os.path.isdir(name):
         name = f"local-dir:{name}"
     if pretrained:
-        resolve_checkpoint(name, cache_dir=cache_dir)
+        resolve_checkpoint(name, cache_dir=cache_dir, verify_hash=verify_hash)
     else:
         source = name.split(":", 1)[0] if ":" in name else None
         if source is None:
@@ -813,7 +821,8 @@ def load_manifest(path: Union[str, Path]) -> Dict[str, Any]:
         if missing:
             raise ValueError(f"{path}: checkpoint {i} ({entry.get('repo_id')}) lacks keys {missing}")
         if not re.fullmatch(r"[0-9a-f]{64}", str(entry["sha256"])):
-            raise ValueError(f"{path}: checkpoint {entry['repo_id']}: sha256 must be 64 hex digits, got {entry['sha256']!r}")
+            raise ValueError(f"{path}: checkpoint {entry['repo_id']}: sha256 must be 64 hex digits, "
+                             f"got {entry['sha256']!r}")
     return manifest
 
 

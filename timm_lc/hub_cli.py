@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, metavar="T",
                         help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--commit-message", default="Upload timm-lc checkpoint")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"license of the weights (default {DEFAULT_LICENSE})")
+    parser.add_argument("--license", default=DEFAULT_LICENSE,
+                        help=f"license of the weights (default {DEFAULT_LICENSE})")
     parser.add_argument("--model-name", default=None, metavar="ARCH.TAG",
                         help="pretrained tag this checkpoint is registered as in timm_lc.models (for the manifest)")
     parser.add_argument("--manifest", default=None, metavar="PATH",
