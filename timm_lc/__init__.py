@@ -8,5 +8,6 @@ from .convert import ConversionReport, convert_to_lc, lc_conversion_report, lc_t
 from . import models  # registers lc_resnet* with timm
 from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
 from .hub import load_pretrained_model, push_to_hub, save_pretrained
+from .train import SleepPhase, TrainConfig, train
 
 __version__ = "0.1.0"

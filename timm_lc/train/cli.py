@@ -10,7 +10,6 @@ Multi-process: ``accelerate launch [--config_file recipes/accelerate/multi_gpu.y
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml

@@ -212,7 +212,9 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optio
         if not isinstance(values, Mapping):
             raise ValueError(f"recipe {str(path)!r}: expected a mapping of keys to values, got {type(values).__name__}")
         values = dict(values)
-        values.setdefault("name", path.stem if path.parent.name in ("", ".") else f"{path.parent.name}-{path.stem}")
+        # recipes/cifar10/lc.yaml -> "cifar10-lc"; any other file -> its stem
+        in_recipes = path.resolve().parent.parent.name == "recipes"
+        values.setdefault("name", f"{path.parent.name}-{path.stem}" if in_recipes else path.stem)
         cfg = config_from_dict(values, base=cfg, source=str(path))
     if overrides:
         cfg = config_from_dict(overrides, base=cfg, source="command line")

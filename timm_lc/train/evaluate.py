@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ def evaluate_accuracy(model: nn.Module, loader, accelerator=None, channels_last:
     return {"accuracy": 100.0 * correct / total, "loss": loss_sum / total, "count": total}
 
 
-def load_model_for_eval(name: str, pretrained: bool = False) -> (nn.Module, Dict[str, Any]):
+def load_model_for_eval(name: str, pretrained: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
     """The model and the run's config.json (empty for non-run names)."""
     import timm
     import timm_lc.models  # noqa: F401

@@ -12,7 +12,7 @@ FSDP, DeepSpeed and Megatron shard the LC weights, which the sleep must see whol
 import os
 import time
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -36,16 +36,15 @@ def _refuse_sharded(distributed_type: Any) -> None:
             f"(accelerate launch --multi_gpu, e.g. recipes/accelerate/multi_gpu.yaml).")
 
 
-def _launch_distributed_type() -> Optional[str]:
-    """The distributed type of an initialised Accelerate state or of the launch environment."""
+def _launch_distributed_types() -> List[str]:
+    """The distributed types named by the launch environment and an initialised Accelerate state."""
     from accelerate.state import PartialState
+    found = [name for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED"))
+             if os.environ.get(env, "").lower() in ("1", "true", "yes")]
     known = PartialState._shared_state.get("distributed_type")
     if known is not None:
-        return str(getattr(known, "value", known))
-    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
-        if os.environ.get(env, "").lower() in ("1", "true", "yes"):
-            return name
-    return None
+        found.append(str(getattr(known, "value", known)))
+    return found
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
@@ -98,7 +97,8 @@ class SleepPhase:
             raise ValueError(f"SleepPhase: expected gamma >= 0, got {gamma!r}")
         if lr is not None and not lr > 0:
             raise ValueError(f"SleepPhase: expected lr > 0 or None, got {lr!r}")
-        _refuse_sharded(_launch_distributed_type())
+        for distributed_type in _launch_distributed_types():
+            _refuse_sharded(distributed_type)
         self.every, self.mode, self.pools = every, mode, pools
         self.iterations, self.batch_size, self.gamma, self.lr = iterations, batch_size, float(gamma), lr
         self.seed, self.sync, self.options = int(seed), sync, dict(options)

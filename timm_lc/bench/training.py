@@ -1,0 +1,96 @@
+"""Bench section ``training``: images/s of the CIFAR LC ResNet-20 with and without sleep, and of the
+conv ResNet-20, measured side by side in one process.
+
+The train step (forward, backward, AdamW) is timed per variant; one sleep phase with the paper's
+settings (Hebbian, 100 iterations of 128 noise samples) is timed on the LC net, and the
+throughput with sleep every N steps is ``N * batch / (N * step + sleep)``: what a run pays on
+average. ``vs_conv`` is each variant's images/s over the conv net's. ``quick`` times small batches, one
+step and a 10-iteration sleep scaled to 100 iterations (the sleep's cost is linear in its
+iterations), to fit in well under a minute on a laptop CPU.
+"""
+import time
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["COLUMNS", "run"]
+
+COLUMNS = ("model", "variant", "batch", "step_ms", "sleep_ms", "images_per_s", "vs_conv")
+MODEL = "lc_resnet20"
+SLEEP_EVERY = (1, 10, 100)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_steps(model, batch: int, steps: int, device: str, img_size: int) -> float:
+    """Seconds per training step (after one warm-up step)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, img_size, img_size, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
+    model.train()
+
+    def step():
+        with torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
+                            enabled=device == "cuda"):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def _time_sleep(model, repeats: int, device: str, iterations: int) -> float:
+    """Seconds per sleep phase with the paper's settings (timed with ``iterations``, scaled to 100)."""
+    from timm_lc.sharing import share_weights_
+    share_weights_(model, mode="hebbian", pools="paper", iterations=2, batch_size=128, seed=0)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(repeats):
+        share_weights_(model, mode="hebbian", pools="paper", iterations=iterations, batch_size=128, gamma=1e-5,
+                       seed=i)
+    _sync(device)
+    return (time.perf_counter() - start) / repeats * (100 / iterations)
+
+
+def run(quick: bool = True, device: str = "cpu") -> List[dict]:
+    import timm
+    import timm_lc.models  # noqa: F401
+
+    on_cpu = device == "cpu"
+    img_size = 32
+    batch = (8 if on_cpu else 256) if quick else (64 if on_cpu else 512)
+    steps, sleeps, iterations = (1, 1, 10) if quick else (10, 3, 100)
+    torch.manual_seed(0)
+    conv = timm.create_model(MODEL, locally_connected=False, img_size=img_size).to(device)
+    conv_step = _time_steps(conv, batch, steps, device, img_size)
+    del conv
+    lc = timm.create_model(MODEL, img_size=img_size).to(device)
+    lc_step = _time_steps(lc, batch, steps, device, img_size)
+    sleep_s = _time_sleep(lc, sleeps, device, iterations)
+    conv_ips = batch / conv_step
+    def row(variant: str, step_s: float, every: int = 0) -> dict:
+        ips = every * batch / (every * step_s + sleep_s) if every else batch / step_s
+        return {"model": MODEL, "variant": variant, "batch": batch, "step_ms": round(1e3 * step_s, 2),
+                "sleep_ms": round(1e3 * sleep_s, 1) if every else "", "images_per_s": round(ips, 1),
+                "vs_conv": round(ips / conv_ips, 4)}
+
+    rows = [row("conv", conv_step), row("lc", lc_step)]
+    rows += [row(f"lc + hebbian sleep every {n}", lc_step, n) for n in SLEEP_EVERY]
+    return rows
+
+
+if __name__ == "__main__":
+    from timm_lc.bench import format_table
+    print(format_table(run(quick=True), COLUMNS))
