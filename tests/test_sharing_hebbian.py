@@ -62,19 +62,22 @@ def oracle_sleep(layer, iterations, batch_size, gamma, lr, seed):
     dict(in_channels=4, out_channels=4, kernel_size=(3, 2), input_size=(10, 9), dilation=(2, 1), groups=4),
     dict(in_channels=2, out_channels=3, kernel_size=3, input_size=(11, 10), dilation=3),  # non-bijective
 ])
-def test_hebbian_matches_the_rule_on_the_tiled_noise_image(geometry):
+@pytest.mark.parametrize("solver", ["iterate", "compose"])
+def test_hebbian_matches_the_rule_on_the_tiled_noise_image(geometry, solver):
     layer = make_layer(**geometry)
     expected = oracle_sleep(layer, iterations=3, batch_size=16, gamma=0.3, lr=0.05, seed=7)
-    share_weights_(layer, "hebbian", iterations=3, batch_size=16, gamma=0.3, lr=0.05, seed=7, schedule="constant")
+    report = share_weights_(layer, "hebbian", iterations=3, batch_size=16, gamma=0.3, lr=0.05, seed=7,
+                            schedule="constant", solver=solver)
+    assert report.layers[0].extras["solver"] == solver
     torch.testing.assert_close(layer.weight.detach().double(), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("groups", [1, 3])
-def test_white_noise_fixed_point_and_mean_preservation(groups):
+@pytest.mark.parametrize("groups,solver", [(1, "iterate"), (1, "compose"), (3, "auto")])
+def test_white_noise_fixed_point_and_mean_preservation(groups, solver):
     gamma = 0.5
     layer = make_layer(in_channels=3, out_channels=3, kernel_size=3, input_size=(9, 10), groups=groups)
     before = pool_tensors(layer)
-    report = share_weights_(layer, "hebbian", iterations=1500, batch_size=512, gamma=gamma, seed=1)
+    report = share_weights_(layer, "hebbian", iterations=1500, batch_size=512, gamma=gamma, seed=1, solver=solver)
     assert not report.rolled_back
     for w0, w1 in zip(before, pool_tensors(layer)):
         torch.testing.assert_close(w1.mean(0), w0.mean(0), rtol=1e-5, atol=1e-6)
@@ -108,10 +111,11 @@ def test_reference_fixed_step_diverges_at_fan_in_4608_and_is_rolled_back():
 def test_absurd_step_is_rolled_back_with_a_warning():
     layer = make_layer(in_channels=2, out_channels=2, kernel_size=3, input_size=(7, 7), padding=1)
     before = layer.weight.detach().clone()
-    with pytest.warns(SleepDivergenceWarning, match="diverged"):
-        report = share_weights_(layer, "hebbian", lr=1e6, seed=0)
-    assert report.layers[0].rolled_back and "iterations" in report.layers[0].reason
-    assert torch.equal(layer.weight.detach(), before)
+    for solver in ("iterate", "compose"):
+        with pytest.warns(SleepDivergenceWarning, match="diverged"):
+            report = share_weights_(layer, "hebbian", lr=1e6, seed=0, solver=solver)
+        assert report.layers[0].rolled_back and "iterations" in report.layers[0].reason
+        assert torch.equal(layer.weight.detach(), before)
 
 
 def test_same_seed_same_bits_and_global_rng_untouched():
@@ -211,6 +215,7 @@ def test_report_is_json_and_covers_every_layer():
     (dict(mode="hebbian", alpha=3.0), TypeError, "unexpected option"),
     (dict(mode="instant", trace=True), TypeError, "unexpected option"),
     (dict(mode="hebbian", schedule="cosine"), ValueError, "schedule must be one of"),
+    (dict(mode="hebbian", solver="magic"), ValueError, "solver must be one of"),
     (dict(lr=-1.0), ValueError, "lr must be"),
 ])
 def test_bad_arguments(kwargs, error, match):

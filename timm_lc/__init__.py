@@ -5,6 +5,7 @@ points), so ``import timm_lc`` must come before ``timm.create_model("lc_resnet..
 """
 from .layers import LocallyConnected2d
 from .convert import ConversionReport, convert_to_lc, lc_conversion_report, lc_to_conv, register_conv_handler
+from .sharing import SharingReport, SleepDivergenceWarning, find_pools, pool_ids, share_weights_, sharing_snr
 from . import models  # registers lc_resnet* with timm
 from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
 from .hub import load_pretrained_model, push_to_hub, save_pretrained

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .hebbian import HebbianRule, sleep_layer_
+from .hebbian import SOLVERS, HebbianRule, sleep_layer_
 from .instant import instant_share_
 from .metrics import lc_layers, pool_statistics
 from .pools import POOL_MODES, find_pools
@@ -15,7 +15,7 @@ from .report import LayerReport, SharingReport
 from .schedule import SCHEDULES
 
 MODES = ("instant", "hebbian", "rate")
-_NOISE_OPTIONS = {"schedule", "check_every", "trace"}
+_NOISE_OPTIONS = {"schedule", "check_every", "trace", "solver"}
 _RATE_OPTIONS = {"alpha", "tau", "b", "dt", "steps", "tol"}
 
 
@@ -40,6 +40,8 @@ def _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, options) -
         raise TypeError(f"unexpected option(s) {unknown} for mode {mode!r}; expected a subset of {sorted(allowed)}")
     if options.get("schedule", "auto") not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {options['schedule']!r}")
+    if options.get("solver", "auto") not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {options['solver']!r}")
     check_every = options.get("check_every", 10)
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
@@ -66,7 +68,10 @@ def share_weights_(
     alone) or ``full`` (all positions of a channel: a convolution). ``lr=None`` uses the fan-in
     normalised step with the ``auto`` decay (never diverges); a float is a raw fixed step size.
     Noise-mode options: ``schedule`` ('auto' | 'constant'), ``check_every`` (divergence check period,
-    10), ``trace`` (record the per-iteration convergence, False).
+    10), ``trace`` (record the per-iteration convergence, False), ``solver`` ('auto' | 'iterate' |
+    'compose': update the deviations every step, or run the sleep once on the d x d identity and
+    apply it at the end, exact for the Hebbian rule and much cheaper when a layer has more pooled
+    filters than inputs; 'auto' picks the cheaper).
 
     Computes in fp32 (autocast off) and writes back in each weight's dtype, under no_grad; bias,
     gradients and optimiser state are untouched. Noise comes from one ``torch.Generator`` on the
@@ -76,7 +81,9 @@ def share_weights_(
     """
     _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, mode_options)
     options = dict(mode_options)
-    rule = RateRule(**{k: v for k, v in options.items() if k in _RATE_OPTIONS}) if mode == "rate" else HebbianRule()
+    rate_options = {k: v for k, v in options.items() if k in _RATE_OPTIONS}
+    if mode == "rate":
+        RateRule(**rate_options)  # validate before touching any layer
     report = SharingReport(mode, pools, iterations, batch_size, float(gamma), seed, options)
     generators = {}
     for name, layer in lc_layers(module):
@@ -93,10 +100,12 @@ def share_weights_(
                 if device not in generators:
                     generators[device] = torch.Generator(device=device)
                     generators[device].manual_seed(seed)
+                rule = RateRule(**rate_options) if mode == "rate" else HebbianRule()
                 outcome = sleep_layer_(
                     layer, layer_pools, iterations, batch_size, float(gamma), generators[device], lr=lr,
                     schedule=options.get("schedule", "auto"), check_every=options.get("check_every", 10),
-                    trace=bool(options.get("trace", False)), rule=rule, name=name)
+                    trace=bool(options.get("trace", False)), rule=rule, name=name,
+                    solver=options.get("solver", "auto"))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
         after = pool_statistics(layer, layer_pools)
