@@ -69,74 +69,10 @@ PAPER_CITATION = """@inproceedings{pogodin2021towards,
   archivePrefix = {arXiv}
 }"""
 
-# The model card template; ``hub/model_card.md`` in the source tree is this text (tested), kept
-# here so that ``timm-lc push`` works from an installed wheel. ``$name`` fields are filled in by
+# The model card template (``hub/model_card.md`` in the source tree links to this package file,
+# so ``timm-lc push`` works from an installed wheel). ``$name`` fields are filled in by
 # :func:`render_model_card` (string.Template, so braces in code blocks need no escaping).
-MODEL_CARD_TEMPLATE = """---
-$front_matter
----
-
-# $title
-
-A locally connected (LC) network for [timm](https://github.com/huggingface/pytorch-image-models):
-the architecture of a ResNet, but every layer has its own filter at each position (no weight
-sharing), the biologically plausible setting of
-[Pogodin et al., NeurIPS 2021](https://arxiv.org/abs/2106.13031). Trained with
-[timm-lc](https://pypi.org/project/timm-lc/).
-
-## Model details
-
-| | |
-|---|---|
-| Architecture | `$architecture` |
-| Parameters | $num_params |
-| Input size | $input_size |
-| Classes | $num_classes |
-| Data set | $dataset |
-| Weights | `$weights_name` (safetensors), sha256 `$sha256` |
-
-## Sleep-phase weight sharing
-
-$sleep
-
-## Training recipe
-
-$recipe
-
-## Results
-
-$results
-
-$plots
-
-## How to use
-
-`timm_lc` must be imported before `timm.create_model`: importing it registers the `lc_resnet*`
-architectures with timm (timm has no plugin entry points).
-
-```python
-import timm
-import timm_lc  # registers the lc_resnet* architectures
-
-model = timm.create_model("hf-hub:$repo_id", pretrained=True).eval()
-config = timm.data.resolve_data_config({}, model=model)
-transform = timm.data.create_transform(**config)
-```
-
-`timm_lc.hub.load_pretrained_model("hf-hub:$repo_id")` does the same with clear errors for a
-missing repo or revision, a corrupt or truncated download and an unregistered architecture.
-Set `HF_HUB_OFFLINE=1` to load it from the local cache without network access.
-
-## License
-
-$license
-
-## Citation
-
-```bibtex
-$citation
-```
-"""
+MODEL_CARD_TEMPLATE = (Path(__file__).parent / "model_card.md").read_text(encoding="utf-8")
 
 
 class HubError(RuntimeError):
