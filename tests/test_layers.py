@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from timm.layers import Conv2dSame, create_feature_extractor
 
 from timm_lc import LocallyConnected2d
-from timm_lc.layers import filters_to_kernel, kernel_to_filters
+from timm_lc.layers import filters_to_kernel, kernel_to_filters, lc_function
 
 # (in, out, kernel, stride, padding, dilation, groups, input_size, padding_mode)
 CASES = [
@@ -57,8 +57,16 @@ def test_matches_conv_with_copied_kernel(case):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.fixture(params=["rows", "gather"])
+def lc_path(request, monkeypatch):
+    """Runs a test on the CPU row path and on the gather path (the one CUDA and groups > 1 use)."""
+    if request.param == "gather":
+        monkeypatch.setattr(lc_function, "_use_rows", lambda x, groups: False)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_forward_and_gradients_match_naive_loop(case):
+def test_forward_and_gradients_match_naive_loop(case, lc_path):
     _, lc = make_pair(case)
     with torch.no_grad():  # every position its own filter and bias
         lc.weight.add_(torch.randn_like(lc.weight))
