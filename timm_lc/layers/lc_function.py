@@ -134,18 +134,22 @@ def _backward_rows(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, need
     grad_w = torch.empty_like(weight) if need_w else None
     grad_x = torch.zeros_like(x_hwcb) if need_x else None
     runs = _column_runs(kernel_size[1], dilation[1])
+    nv = runs[0][1]  # all runs have the same length: one reused buffer each, no per-row allocations
+    grad_w_buf = g.new_empty(wo, c_out, nv * c) if need_w else None
+    grad_cols_buf = g.new_empty(wo, nv * c, g.shape[-1]) if need_x else None
     span = stride[1] * (wo - 1) + 1
     for h in range(ho):
         g_row = g[h]
         for u in range(kernel_size[0]):
             row = h * stride[0] + u * dilation[0]
             for v0, nv in runs:
-                w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
                 if need_w:
                     cols = _row_windows(x_hwcb, row, v0, nv, wo, stride[1], dilation[1])
-                    grad_w[h, :, :, u, v0:v0 + nv] = torch.bmm(g_row, cols.transpose(1, 2)).view(wo, c_out, nv, c)
+                    torch.bmm(g_row, cols.transpose(1, 2), out=grad_w_buf)
+                    grad_w[h, :, :, u, v0:v0 + nv] = grad_w_buf.view(wo, c_out, nv, c)
                 if need_x:
-                    grad_cols = torch.bmm(w.transpose(1, 2), g_row).view(wo, nv, c, -1)
+                    w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
+                    grad_cols = torch.bmm(w.transpose(1, 2), g_row, out=grad_cols_buf).view(wo, nv, c, -1)
                     target = grad_x[row]
                     for i in range(nv):
                         start = (v0 + i) * dilation[1]
