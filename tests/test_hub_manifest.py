@@ -1,5 +1,6 @@
 """hub/: the manifest of published checkpoints agrees with timm_lc.models' pretrained cfgs; the card template."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -68,22 +69,23 @@ def test_disagreements_are_detected(monkeypatch):
     """The agreement check itself: a cfg without entry, a mismatching entry, an entry without cfg."""
     from timm.models import _registry
     arch, name = "lc_resnet_tiny", "lc_resnet_tiny.published"
-    cfg = timm.models.get_pretrained_cfg(arch)
-    cfg.hf_hub_id, cfg.tag = f"{ORG}/lc_resnet_tiny.published", "published"
+    cfg = replace(timm.models.get_pretrained_cfg(arch), hf_hub_id=f"{ORG}/lc_resnet_tiny.published", tag="published")
     monkeypatch.setitem(_registry._model_pretrained_cfgs, name, cfg)
     monkeypatch.setitem(_registry._model_with_tags, arch, list(_registry._model_with_tags[arch]) + [name])
-    manifest = {"organization": ORG, "checkpoints": []}
-    assert manifest_disagreements(manifest) == [f"{name}: hf_hub_id {cfg.hf_hub_id} has no manifest entry"]
+    published = MANIFEST["checkpoints"]  # the real entries agree; only the fake cfg's problems show
 
+    def problems(*entries):
+        return manifest_disagreements({"organization": ORG, "checkpoints": published + list(entries)})
+
+    assert problems() == [f"{name}: hf_hub_id {cfg.hf_hub_id} has no manifest entry"]
     entry = {"repo_id": cfg.hf_hub_id, "revision": "a" * 40, "model": name, "architecture": arch,
              "num_classes": cfg.num_classes, "input_size": list(cfg.input_size)}
-    assert manifest_disagreements({"organization": ORG, "checkpoints": [entry]}) == []
-    wrong = dict(entry, num_classes=100)
-    assert manifest_disagreements({"organization": ORG, "checkpoints": [wrong]}) == [
+    assert problems(entry) == []
+    assert problems(dict(entry, num_classes=100)) == [
         f"{name}: num_classes is {cfg.num_classes} in the cfg but 100 in the manifest"]
     orphan = dict(entry, repo_id=f"{ORG}/unregistered", model="lc_resnet_tiny.unregistered")
     assert f"manifest entry {ORG}/unregistered: no registered pretrained cfg lc_resnet_tiny.unregistered " \
-           f"points to it" in manifest_disagreements({"organization": ORG, "checkpoints": [entry, orphan]})
+           f"points to it" in problems(entry, orphan)
 
 
 def test_card_template_file_is_the_packaged_template():

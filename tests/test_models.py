@@ -1,5 +1,6 @@
 """The lc_resnet family: registry, sizes, architecture, init, conv-checkpoint loading, sleep cfgs."""
 import math
+from pathlib import Path
 
 import pytest
 import timm
@@ -8,6 +9,7 @@ from torch import nn
 
 import timm_lc.models  # noqa: F401  (registers the models)
 from timm_lc.convert import convert_to_lc
+from timm_lc.hub import load_manifest
 from timm_lc.layers import LocallyConnected2d
 from timm_lc.models import PAPER_SLEEP_CFG, LcResNet, checkpoint_filter_fn, init_lc_kaiming_normal_
 
@@ -30,7 +32,9 @@ def _lc_names(model):
 def test_registry():
     assert set(timm.list_models(module="lc_resnet")) == EXPECTED
     assert set(timm.list_models("lc_resnet*")) == EXPECTED
-    assert not timm.list_models("lc_resnet*", pretrained=True)  # no checkpoints trained yet
+    # pretrained tags exist only for the checkpoints this project trained (hub/manifest.json)
+    published = {e["model"] for e in load_manifest(Path(__file__).parents[1] / "hub" / "manifest.json")["checkpoints"]}
+    assert set(timm.list_models("lc_resnet*", pretrained=True, include_tags=True)) == published
 
 
 @pytest.mark.parametrize("name, kwargs, millions", [

@@ -50,7 +50,7 @@ DATASET_DESCRIPTION = ("scikit-learn digits (1,797 real 8x8 handwritten digits, 
                        "+-{test_shift} px")
 
 
-def study_setup(epochs: int = 20, lr: float = 0.005, batch_size: int = 64, canvas_size: int = 16,
+def study_setup(epochs: int = 20, lr: float = 0.01, batch_size: int = 64, canvas_size: int = 16,
                 translate: int = 2, test_shift: int = 4, repeats: int = 4, max_steps: Optional[int] = None,
                 max_train_samples: Optional[int] = None) -> Dict[str, Any]:
     """The TrainConfig keys shared by every variant (the budget: same epochs, batch, lr schedule)."""
@@ -134,11 +134,16 @@ def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def _markdown(results: Dict[str, Any]) -> str:
+    from timm_lc.models.lc_resnet import PAPER_SLEEP_CFG as sleep  # what the _hebb variants sleep with
     setup = results["setup"]
     lines = [f"# Small-scale replication: {results['dataset']}", "",
              f"Command: `{results['command']}`", "",
-             f"Model `lc_resnet_tiny` (stages 8/16/32, {setup['canvas_size']}x{setup['canvas_size']}, 1 channel) "
-             f"for every variant; {setup['epochs']} epochs, batch {setup['batch_size']}, AdamW lr {setup['lr']}; "
+             f"One architecture for every variant: `lc_resnet_tiny` (stages 8/16/32, "
+             f"{setup['canvas_size']}x{setup['canvas_size']}, 1 channel; its `_hebb` twin for the sharing variants, "
+             f"convolutions for `conv`); {setup['epochs']} epochs, batch {setup['batch_size']}, AdamW lr "
+             f"{setup['lr']} (x{setup['decay_rate']} at epochs {setup['decay_milestones']}); sleep phases: "
+             f"{sleep['iterations']} iterations on {sleep['batch_size']} noise samples, gamma {sleep['gamma']}, "
+             f"{sleep['pools']} pools; "
              f"`lc_translations`: {setup['_repeats']} translated copies per image. Test accuracy in percent, "
              f"mean ± std over seeds.", "",
              "| variant | test accuracy (%) | seeds | min | max | time per run (s) |", "|---|---|---|---|---|---|"]
@@ -171,6 +176,8 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
         accs = [r["test_acc"] for r in results["runs"] if r["variant"] == v]
         ax.scatter([i] * len(accs), accs, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    ax.axhline(10.0, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
+    ax.legend(loc="upper right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"digits, train shift ±{results['setup']['translate']} px, "
@@ -250,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variants to train, of: {', '.join(VARIANTS)}")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (the budget of every variant)")
     parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
-    parser.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (every variant)")
+    parser.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate (every variant)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--canvas-size", type=int, default=16, help="the digits' canvas (the model's input size)")
     parser.add_argument("--translate", type=int, default=2, help="training translation, max px from the centre")
@@ -262,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write model cards and manifest entries for the best LC + sharing and plain LC runs")
     parser.add_argument("--manifest", default="hub/manifest.json", help="manifest that --publish adds to")
     parser.add_argument("--smoke", action="store_true",
-                        help="CI check: 1 seed, 8 steps, 256 training images (overrides --seeds/--steps)")
+                        help="CI check: 1 seed, 10 steps, 256 training images (overrides --seeds/--steps)")
     return parser
 
 
@@ -277,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError(f"--seeds: expected a positive integer, got {args.seeds}")
         seeds, steps, samples, epochs = range(args.seeds), args.steps, None, args.epochs
         if args.smoke:
-            seeds, steps, samples, epochs = range(1), 8, 256, 2
+            seeds, steps, samples, epochs = range(1), 10, 256, 3
         setup = study_setup(epochs=epochs, lr=args.lr, batch_size=args.batch_size, canvas_size=args.canvas_size,
                             translate=args.translate, test_shift=args.test_shift, repeats=args.repeats,
                             max_steps=steps, max_train_samples=samples)
