@@ -35,7 +35,7 @@ def test_smoke_writes_json_table_and_plot(smoke):
         assert config["metrics"]["test_acc"] == pytest.approx(run["test_acc"])
     sleeps = {r["variant"]: r["num_sleeps"] for r in runs}
     assert sleeps == {"conv": 0, "lc": 0, "lc_translations": 0, "lc_share_1": 10, "lc_share_10": 1,
-                      "lc_share_100": 0, "lc_instant_10": 1}
+                      "lc_share_100": 0, "lc_instant_10": 1, "lc_instant_full_1": 10}
     table = (root / "results" / "replication.md").read_text()
     for variant in VARIANTS:
         assert f"| `{variant}` | {results['summary'][variant]['mean']:.1f} ± 0.0 | 1 |" in table
@@ -66,7 +66,7 @@ def test_smoke_publishes_cards_and_manifest_entries(smoke):
 def test_variants_differ_only_in_their_own_keys(tmp_path):
     setup = study_setup(epochs=4, repeats=3)
     configs = {v: variant_config(v, 1, setup, tmp_path).to_dict() for v in VARIANTS}
-    own = {"model", "model_kwargs", "sleep", "sleep_mode", "sleep_every", "repeats", "name", "output_dir"}
+    own = {"model", "model_kwargs", "sleep", "sleep_mode", "sleep_pools", "sleep_every", "repeats", "name", "output_dir"}
     base = configs["lc"]
     for variant, cfg in configs.items():
         assert {k for k in cfg if cfg[k] != base[k]} <= own, variant

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["VARIANTS", "SHARING_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
+__all__ = ["VARIANTS", "SHARING_VARIANTS", "DIAGNOSTIC_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
            "write_results", "publish_checkpoints", "main"]
 
 # Each variant is a set of TrainConfig keys over the common setup; nothing else differs between them.
@@ -37,8 +37,13 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "lc_share_10": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="hebbian", sleep_every=10),
     "lc_share_100": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="hebbian", sleep_every=100),
     "lc_instant_10": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="instant", sleep_every=10),
+    # diagnostic, not one of the paper's variants: pool means over *all* positions after every step,
+    # i.e. the exact-convolution limit of sharing, to separate the pools' reach from the optimiser's
+    "lc_instant_full_1": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="instant", sleep_pools="full",
+                              sleep_every=1),
 }
 SHARING_VARIANTS = ("lc_share_1", "lc_share_10", "lc_share_100", "lc_instant_10")
+DIAGNOSTIC_VARIANTS = ("lc_instant_full_1",)
 # the paper's expected ordering, best first (PAPER.md section 7)
 EXPECTED_ORDER = ("conv", "lc_share_1", "lc_share_10", "lc_share_100", "lc_translations", "lc")
 
@@ -169,7 +174,8 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.2 * len(variants) + 2, 4))
     means = [summary[v]["mean"] for v in variants]
     stds = [summary[v]["std"] for v in variants]
-    colours = ["tab:blue" if v == "conv" else "tab:green" if v in SHARING_VARIANTS else "tab:orange"
+    colours = ["tab:blue" if v == "conv" else "tab:green" if v in SHARING_VARIANTS
+               else "tab:purple" if v in DIAGNOSTIC_VARIANTS else "tab:orange"
                for v in variants]
     ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colours, alpha=0.7)
     for i, v in enumerate(variants):
