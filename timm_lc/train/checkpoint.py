@@ -1,6 +1,6 @@
 """Atomic training checkpoints with exact resume and last-k retention, on top of Accelerate.
 
-A checkpoint is ``checkpoints/step_XXXXXXXX/``: Accelerate's ``save_state`` (model safetensors,
+A checkpoint is ``checkpoints/step_<8-digit step>/``: Accelerate's ``save_state`` (model safetensors,
 optimiser, the registered scheduler / SleepPhase / EMA, grad scaler and every process's RNG
 states) plus ``trainer_state.json`` (step, epoch, data position). It is written under a
 temporary name and renamed when complete, so a run killed at any moment leaves either the

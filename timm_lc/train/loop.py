@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import LocallyConnected2d
+from ..sharing import sharing_snr
 from .checkpoint import (
     CHECKPOINTS_DIR, latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint)
 from .config import TrainConfig, save_config
@@ -105,7 +107,6 @@ def _report_summary(report: Any) -> Dict[str, Any]:
 
 
 def _total_snr(model: nn.Module, pools: str) -> Optional[float]:
-    from timm_lc.sharing import sharing_snr
     snr = sharing_snr(model, pools=pools).get("snr")
     return float(snr) if snr is not None else None
 
@@ -183,7 +184,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     scheduler.step_update(step)
 
     snr_pools = sleep.pools if sleep is not None else "paper"
-    has_lc = any(type(m).__name__ == "LocallyConnected2d" for m in unwrapped.modules())
+    has_lc = any(isinstance(m, LocallyConnected2d) for m in unwrapped.modules())
     last_eval: Dict[str, Any] = {}
     last_eval_step, last_ckpt_step = -1, step if cfg.resume else -1
 
@@ -194,10 +195,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             values["ema_test_acc"] = evaluate_accuracy(ema.module, eval_loader, accelerator,
                                                        channels_last=cfg.channels_last)["accuracy"]
         if has_lc:
-            try:
-                values["snr"] = _total_snr(unwrapped, snr_pools)
-            except ImportError:
-                pass
+            values["snr"] = _total_snr(unwrapped, snr_pools)
         if train_count:
             counts = accelerator.reduce(torch.tensor([train_correct, train_count], device=accelerator.device,
                                                      dtype=torch.float64), reduction="sum")
