@@ -141,3 +141,21 @@ def test_accumulation_ema_channels_last_and_translation_baseline(tmp_path):
     assert final["step"] == 5 and final["epoch"] == 1 and "ema_test_acc" in final
     assert [r["step"] for r in records if r["event"] == "sleep"] == [2, 4]
     assert all(r["images_per_s"] > 0 for r in records if r["event"] == "train")
+
+
+def test_compiled_model_trains_sleeps_and_saves(tmp_path, monkeypatch):
+    """--compile wraps the model in torch.compile; the sleep and the saved run see the plain model.
+
+    The eager backend keeps the test fast: what is checked is the loop's wiring, not Inductor.
+    """
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_(model, backend="eager"))
+    out = tmp_path / "compiled"
+    cfg = parse_config(SMALL + ["--compile", "true", "--max-steps", "10", "--sleep-every", "5",
+                                "--sleep-iterations", "2", "--output-dir", str(out), "--plots", "false"])
+    final = train(cfg)
+    assert final["num_sleeps"] == 2
+    state = load_file(out / "model.safetensors")
+    assert not any(k.startswith("_orig_mod") for k in state)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    torch.testing.assert_close(model.state_dict()["fc.weight"], state["fc.weight"])

@@ -155,7 +155,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     total_steps = num_epochs * updates_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     ema = None
     if cfg.ema:
         from timm.utils import ModelEmaV3

@@ -151,7 +151,7 @@ class SleepPhase:
         """Runs one sleep phase now (seeded by the current step) and synchronises the processes."""
         from timm_lc.sharing import share_weights_
         _refuse_sharded(accelerator.distributed_type)
-        module = accelerator.unwrap_model(model)
+        module = accelerator.unwrap_model(model, keep_torch_compile=False)
         start = time.perf_counter()
         report = share_weights_(module, mode=self.mode, pools=self.pools, iterations=self.iterations,
                                 batch_size=self.batch_size, gamma=self.gamma, lr=self.lr,
