@@ -66,6 +66,17 @@ def test_eval_command_reproduces_final_accuracy(demo_run, capsys):
     assert eval_main([str(out / "nope")]) == 2
 
 
+def test_eval_of_a_corrupt_run_names_the_file(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a truncated download
+    assert eval_main([str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and "truncated" in err and str(broken) in err
+
+
 def test_existing_run_is_never_overwritten_silently(demo_run, capsys):
     out, _ = demo_run
     with pytest.raises(RunExistsError, match="--resume.*--overwrite"):

@@ -49,25 +49,20 @@ def evaluate_accuracy(model: nn.Module, loader, accelerator=None, channels_last:
 
 
 def load_model_for_eval(name: str, pretrained: bool = False) -> Tuple[nn.Module, Dict[str, Any]]:
-    """The model and the run's config.json (empty for non-run names)."""
+    """The model and its checkpoint's config.json (empty for a bare model name).
+
+    Run directories, ``local-dir:`` and ``hf-hub:`` names go through :mod:`timm_lc.hub`, which checks
+    the checkpoint first (clear errors for a missing or corrupt file, an unknown repo or revision, an
+    unregistered architecture) and reads its config.json (data set, recipe) for the evaluation.
+    """
     import timm
-    import timm_lc.models  # noqa: F401
-    path = Path(name)
-    if path.is_dir():
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{name!r} is not a run directory (expected model.safetensors and config.json; "
-                                    f"an unfinished run keeps its state in checkpoints/)")
-        config = json.loads((path / "config.json").read_text())
-        return timm.create_model(f"local-dir:{path}", pretrained=True), config
-    if name.startswith("local-dir:"):
-        config_path = Path(name[len("local-dir:"):]) / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        return timm.create_model(name, pretrained=True), config
-    if name.startswith("hf-hub:"):
-        return timm.create_model(name, pretrained=True), {}
+    from timm_lc.hub import load_pretrained_model, resolve_checkpoint
+    if name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) or Path(name).is_dir():
+        config, _ = resolve_checkpoint(name)
+        return load_pretrained_model(name, verify_hash=False), config
     if not timm.is_model(name.split(".")[0]):
         raise ValueError(f"{name!r} is neither a run directory, an hf-hub:/local-dir: name nor a timm model")
-    return timm.create_model(name, pretrained=pretrained), {}
+    return (load_pretrained_model(name) if pretrained else timm.create_model(name)), {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from timm_lc.hub import HubError
+
     from .config import config_from_dict, valid_keys
     from .data import DatasetUnavailableError, build_data, build_eval_loader
 
@@ -112,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         values.update(eval_batch_size=args.batch_size, num_workers=args.num_workers)
         cfg = config_from_dict(values, source="timm-lc eval")
         data = build_data(cfg, with_train=False)
-    except (ValueError, FileNotFoundError, DatasetUnavailableError) as e:
+    except (ValueError, FileNotFoundError, DatasetUnavailableError, HubError) as e:
         print(f"timm-lc eval: error: {e}", file=sys.stderr)
         return 2
     model = model.to(args.device)
