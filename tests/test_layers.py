@@ -115,6 +115,20 @@ def test_backward_does_not_keep_unfolded_patches():
     assert len(activations) < len(saved)  # the weight is saved by reference, not copied
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_backward_leaves_input_and_saved_tensors_intact(groups, lc_path):
+    """1x1 stride-1 patches are a view of the input: backward must not write into them."""
+    lc = LocallyConnected2d(4, 4, 1, (5, 5), groups=groups, dtype=torch.float64)
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    before = x.detach().clone()
+    out = lc(x)
+    first = torch.autograd.grad(out.sum(), (x, lc.weight), retain_graph=True)
+    second = torch.autograd.grad(out.sum(), (x, lc.weight))  # the saved input is still valid
+    assert torch.equal(x.detach(), before)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast(dtype):
     _, lc = make_pair(CASES[1], dtype=torch.float32)

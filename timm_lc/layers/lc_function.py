@@ -198,12 +198,16 @@ class LocallyConnected2dFunction(torch.autograd.Function):
                                                  kernel_size, stride, dilation)
             grad_x = None if grad_x_hwcb is None else grad_x_hwcb.permute(3, 2, 0, 1)
         elif need_w or need_x:
-            cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
+            cols = None
             if need_w:
+                cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
                 grad_w = torch.bmm(g, cols.transpose(1, 2)).view(weight.shape)
             if need_x:
-                torch.bmm(weight_matrices(weight, groups).transpose(1, 2), g, out=cols)  # reuse buffer
-                grad_x_hwcb = scatter_patches_(torch.zeros_like(x_hwcb), cols, kernel_size, stride,
+                w_t = weight_matrices(weight, groups).transpose(1, 2)
+                # reuse the patch buffer, unless it is a view of the saved input (1x1, stride 1)
+                reusable = cols is not None and cols.data_ptr() != x_hwcb.data_ptr()
+                grad_cols = torch.bmm(w_t, g, out=cols) if reusable else torch.bmm(w_t, g)
+                grad_x_hwcb = scatter_patches_(torch.zeros_like(x_hwcb), grad_cols, kernel_size, stride,
                                                dilation, (ho, wo), groups)
                 grad_x = grad_x_hwcb.permute(3, 2, 0, 1)
         return grad_x, grad_w, grad_b, None, None, None, None
