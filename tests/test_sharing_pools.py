@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from timm_lc.layers import LocallyConnected2d, filters_to_kernel
-from timm_lc.sharing import find_pools, pool_ids, share_weights_
+from timm_lc.sharing import find_pools, pool_ids, share_weights_, sharing_snr
 
 
 def tiled_noise(batch, channels, kernel_size, input_size, generator=None):
@@ -141,3 +141,10 @@ def test_instant_full_recovers_the_conv_exactly_from_a_conv_init():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), conv(x), rtol=1e-5, atol=1e-6)
+
+
+def test_full_pools_of_a_single_position_share_nothing():
+    """A 1x1 output has no pool partner: no pool, so no zero-variance pool inflates the SNR."""
+    lc = LocallyConnected2d(2, 2, 3, (3, 3))
+    assert lc.output_size == (1, 1) and len(find_pools(lc, "full")) == 0
+    assert sharing_snr(lc, pools="full") == {"snr": None, "deviation": None, "layers": {}}

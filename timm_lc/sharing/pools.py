@@ -20,7 +20,7 @@ of a channel: the exact-convolution limit. Pools with one member are not listed 
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,21 +36,19 @@ class LayerPools:
     """The shared pools of one layer geometry (CPU tensors; positions are flat ``h * W_out + w``).
 
     ``positions[i]``: the member positions of pool i (>= 2 members, ascending).
-    ``residues[i]``: its residue (r_h, r_w), or None for a ``full`` pool.
     ``slot_maps[i]``: (kh*kw,) noise slot ``a * kw + b`` that kernel offset ``u * kw + v`` of every
     member reads (identity for ``full``: every position sees the noise patch as it is).
-    ``bijective``: every slot map is a permutation (false only when a dilation shares a factor
-    with the kernel size, so some offsets read the same noise pixel).
-    ``multiplicity``: the largest number of kernel offsets reading one noise pixel (1 if bijective).
+    ``multiplicity``: the largest number of kernel offsets reading one noise pixel; 1 (``bijective``:
+    every slot map is a permutation) unless a dilation shares a factor with the kernel size.
     """
-    mode: str
     output_size: Tuple[int, int]
-    kernel_size: Tuple[int, int]
     positions: Tuple[Tensor, ...]
-    residues: Tuple[Optional[Tuple[int, int]], ...]
     slot_maps: Tuple[Tensor, ...]
-    bijective: bool
     multiplicity: int
+
+    @property
+    def bijective(self) -> bool:
+        return self.multiplicity == 1
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -93,12 +91,11 @@ def _find_pools(
 ) -> LayerPools:
     kh, kw = kernel_size
     ho, wo = output_size
-    bijective = math.gcd(dilation[0], kh) == 1 and math.gcd(dilation[1], kw) == 1
     multiplicity = math.gcd(dilation[0], kh) * math.gcd(dilation[1], kw)
-    if pools == "full":
-        identity = torch.arange(kh * kw)
-        return LayerPools(pools, output_size, kernel_size, (torch.arange(ho * wo),), (None,), (identity,),
-                          True, 1)
+    if pools == "full":  # one pool of all positions (none for a single position)
+        if ho * wo < 2:
+            return LayerPools(output_size, (), (), 1)
+        return LayerPools(output_size, (torch.arange(ho * wo),), (torch.arange(kh * kw),), 1)
 
     left, right, top, bottom = pads
     rows = torch.arange(input_size[0]) % kh
@@ -121,17 +118,13 @@ def _find_pools(
 
     key = (r_h[:, None] * kw + r_w[None, :]).reshape(-1)
     positions: List[Tensor] = []
-    residues: List[Tuple[int, int]] = []
     slot_maps: List[Tensor] = []
     for k in range(kh * kw):
         members = torch.nonzero(regular & (key == k)).flatten()
         if members.numel() >= 2:
-            residue = (k // kw, k % kw)
             positions.append(members)
-            residues.append(residue)
-            slot_maps.append(_slot_map(residue, kernel_size, dilation))
-    return LayerPools(pools, output_size, kernel_size, tuple(positions), tuple(residues), tuple(slot_maps),
-                      bijective, multiplicity)
+            slot_maps.append(_slot_map((k // kw, k % kw), kernel_size, dilation))
+    return LayerPools(output_size, tuple(positions), tuple(slot_maps), multiplicity)
 
 
 def find_pools(layer: LocallyConnected2d, pools: str = "paper") -> LayerPools:
