@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 import timm_lc.models  # noqa: F401  registers lc_resnet*
 from timm_lc.hub import (
     PAPER_CITATION, CorruptCheckpointError, HubError, UnknownArchitectureError, load_pretrained_model,
-    push_to_hub, save_pretrained,
+    push_to_hub, render_model_card, save_pretrained,
 )
 from timm_lc.cli import main as cli_main
 from timm_lc.hub_cli import main as push_main
@@ -358,3 +358,12 @@ def test_registered_name_without_weights_is_an_error_not_a_random_init(hub):
         load_pretrained_model(f"{ARCH}.nope")
     model = load_pretrained_model(ARCH, pretrained=False)
     assert isinstance(model, torch.nn.Module)
+
+
+def test_card_of_a_run_killed_mid_write_skips_the_torn_metrics_line(tmp_path):
+    """A kill during the last metrics.jsonl write leaves a torn line; the card uses the complete ones."""
+    _trained_run(tmp_path)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "top1": 99')
+    card = render_model_card(tmp_path, "test-org/torn")
+    assert "41.25" in card and "99" not in card.split("## Results", 1)[-1].split("##", 1)[0]

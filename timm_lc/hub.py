@@ -280,15 +280,19 @@ class _Run:
 
 
 def _read_metrics(path: Path) -> List[Dict[str, Any]]:
+    """The records of a run's metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
     records = []
     if not path.is_file():
         return records
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
+            if lineno == len(lines):
+                break
             raise ValueError(f"{path}:{lineno} is not a JSON object: {err}") from err
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
