@@ -172,15 +172,6 @@ def validate_safetensors(path: Union[str, Path], origin: Optional[str] = None) -
         ) from err
 
 
-def _ensure_lc_models_registered() -> None:
-    """Imports ``timm_lc.models`` (registering lc_resnet*) if it exists in this installation."""
-    try:
-        importlib.import_module("timm_lc.models")
-    except ModuleNotFoundError as err:
-        if err.name not in ("timm_lc.models",):
-            raise
-
-
 def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
     """Raises :class:`UnknownArchitectureError` if timm cannot build ``architecture``.
 
@@ -192,10 +183,6 @@ def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
         raise ValueError(f"expected an architecture name (str), got {architecture!r}")
     if timm.is_model(architecture):
         return
-    if architecture.startswith(LC_ARCH_PREFIX):
-        _ensure_lc_models_registered()
-        if timm.is_model(architecture):
-            return
     where = f" (needed by {origin})" if origin else ""
     if architecture.startswith(LC_ARCH_PREFIX):
         from timm_lc import __version__

@@ -90,7 +90,7 @@ class LocallyConnected2d(nn.Module):
 
     ``input_size`` is the fixed (H, W) the layer accepts. With every position holding the same
     kernel it computes exactly that Conv2d (see ``from_conv``). See the module docstring for the
-    weight layout. ``init`` is 'kaiming' (per-position, Conv2d's default law) or 'zeros'.
+    weight layout. Each position's filter is initialised like a Conv2d's (see ``reset_parameters``).
     """
     __constants__ = ["in_channels", "out_channels", "kernel_size", "stride", "dilation",
                      "groups", "padding_mode", "input_size", "output_size", "pads"]

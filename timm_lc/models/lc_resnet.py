@@ -158,7 +158,7 @@ class LcResNet(nn.Module):
         self.feature_info.extend(stage_info)
 
         # head
-        self.num_features = self.head_hidden_size = channels[-1] * block.expansion
+        self.num_features = channels[-1] * block.expansion
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 

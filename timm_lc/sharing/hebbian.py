@@ -50,7 +50,6 @@ class SleepOutcome:
 
 class HebbianRule:
     """The anti-Hebbian update of a block: ``D <- D - eta (D X X^T / B + gamma (D - D_anchor))``."""
-    name = "hebbian"
     moves_mean = False
 
     def __call__(self, block: PoolBlock, x: Tensor, step: float, gamma: float,

@@ -35,7 +35,6 @@ def euler_contraction(alpha: float, step: float) -> float:
 
 class RateRule:
     """Per-block update: settle the circuit with explicit Euler, then the rate-based plasticity."""
-    name = "rate"
     moves_mean = True
 
     def __init__(self, alpha: float = 10.0, tau: float = 1.0, b: float = 1.0, dt: Optional[float] = None,

@@ -18,7 +18,6 @@ from .config import TrainConfig, config_from_dict, load_config, valid_keys
 
 __all__ = ["build_parser", "parse_config", "main"]
 
-_UNSET = object()
 
 
 def _field_kind(tp: Any) -> Any:

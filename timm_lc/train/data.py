@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -26,7 +27,6 @@ __all__ = [
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -53,10 +53,10 @@ DATASETS: Dict[str, DatasetSpec] = {
                            "small"),
     "cifar100": DatasetSpec("uoft-cs/cifar100", "img", "fine_label", "test", 32, 1.0, 100, CIFAR100_MEAN,
                             CIFAR100_STD, "small"),
-    "tinyimagenet": DatasetSpec("zh-plus/tiny-imagenet", "image", "label", "valid", 48, 0.75, 200, IMAGENET_MEAN,
-                                IMAGENET_STD, "small"),
-    "imagenet": DatasetSpec("ILSVRC/imagenet-1k", "image", "label", "validation", 224, 0.875, 1000, IMAGENET_MEAN,
-                            IMAGENET_STD, "imagenet"),
+    "tinyimagenet": DatasetSpec("zh-plus/tiny-imagenet", "image", "label", "valid", 48, 0.75, 200,
+                                IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "small"),
+    "imagenet": DatasetSpec("ILSVRC/imagenet-1k", "image", "label", "validation", 224, 0.875, 1000,
+                            IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, "imagenet"),
 }
 _BY_HUB_ID = {spec.hub_id.lower(): name for name, spec in DATASETS.items()}
 
@@ -266,7 +266,7 @@ def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
         eval_src = eval_src.select(range(min(cfg.max_eval_samples, len(eval_src))))
     num_classes = spec.num_classes if spec else _num_classes(train_src if train_src is not None else eval_src,
                                                                label_col)
-    mean, std = (spec.mean, spec.std) if spec else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = (spec.mean, spec.std) if spec else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     img_size = cfg.img_size or (spec.img_size if spec else 224)
     if spec is None or spec.style == "imagenet":
         train_tf, test_tf = _imagenet_transforms(img_size, spec.crop_pct if spec else 0.875, cfg.hflip, mean, std)

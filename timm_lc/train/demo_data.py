@@ -43,11 +43,11 @@ class DigitsCanvas(torch.utils.data.Dataset):
 
     ``train=True`` draws the placement from a generator seeded by (seed, epoch, i, repeat), so the data
     is reproducible and independent of any global RNG (exact resume, any number of workers).
-    ``train=False`` uses one fixed placement per image.
+    The test split uses one fixed placement per image.
     """
 
     def __init__(self, split: str = "train", canvas_size: int = 16, translate: int = 4, seed: int = 0,
-                 train: Optional[bool] = None, max_samples: Optional[int] = None, normalize: bool = True):
+                 max_samples: Optional[int] = None, normalize: bool = True):
         if canvas_size < DIGIT_SIZE:
             raise ValueError(f"canvas_size: expected >= {DIGIT_SIZE}, got {canvas_size}")
         self.images, self.labels = load_digits_split(split)
@@ -56,10 +56,8 @@ class DigitsCanvas(torch.utils.data.Dataset):
         self.canvas_size = canvas_size
         self.translate = translate
         self.seed = seed
-        self.train = split == "train" if train is None else train
+        self.train = split == "train"
         self.normalize = normalize
-        self.num_classes = 10
-        self.in_chans = 1
         free = canvas_size - DIGIT_SIZE
         self._centre = free // 2
         self._lo, self._hi = max(0, self._centre - translate), min(free, self._centre + translate)
