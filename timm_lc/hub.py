@@ -35,6 +35,7 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
+from ._io import atomic_path, write_text_atomic
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MANIFEST_KEYS", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
@@ -105,10 +106,6 @@ def _transient_errors() -> Tuple[type, ...]:
 _TRANSIENT_ERRORS = _transient_errors()
 
 
-def _atomic_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def save_pretrained(
         model: torch.nn.Module,
         directory: Union[str, Path],
@@ -125,15 +122,9 @@ def save_pretrained(
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
-    tmp_weights, tmp_config = _atomic_path(weights), _atomic_path(config)
-    try:
+    with atomic_path(weights) as tmp_weights, atomic_path(config) as tmp_config:
         save_file(state, str(tmp_weights), metadata={"format": "pt"})
         save_config_for_hf(model, tmp_config, model_config=dict(extra_config or {}), model_args=model_args)
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_config, config)
-    finally:
-        for tmp in (tmp_weights, tmp_config):
-            tmp.unlink(missing_ok=True)
     return directory
 
 
@@ -763,10 +754,5 @@ def add_to_manifest(entry: Dict[str, Any], path: Union[str, Path]) -> Dict[str, 
     if not entry["repo_id"].startswith(manifest["organization"] + "/"):
         raise ValueError(f"manifest lists checkpoints of '{manifest['organization']}/...', got {entry['repo_id']!r}")
     manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e["repo_id"] != entry["repo_id"]] + [entry]
-    tmp = _atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return manifest

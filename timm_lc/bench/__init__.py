@@ -8,10 +8,10 @@ Sections (each a module here with ``run(quick, device) -> list[dict]`` and ``COL
 import argparse
 import importlib
 import json
-import os
 from typing import List, Optional, Sequence
 
 import torch
+from .._io import write_text_atomic
 
 SECTIONS = ("layer", "sharing", "training")
 
@@ -42,8 +42,5 @@ def main(argv: Optional[List[str]] = None) -> int:
         results[name] = rows
         print(f"\n## {name}\n\n{format_table(rows, module.COLUMNS)}", flush=True)
     if args.json:
-        tmp = f"{args.json}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0

@@ -10,7 +10,6 @@ and diverges above it (that run is rolled back; its curve shows what would have 
 import argparse
 import math
 import os
-import tempfile
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -18,6 +17,7 @@ import torch
 
 from timm_lc.layers import LocallyConnected2d
 
+from .._io import atomic_path
 from .api import share_weights_
 from .hebbian import SleepDivergenceWarning
 from .schedule import contraction_factor, step_sizes
@@ -77,17 +77,12 @@ def plot(results: Dict[str, List[Dict[str, object]]], iterations: int, batch_siz
     axes[1].set_ylim(bottom=max(1e-7, axes[1].get_ylim()[0]))
     fig.suptitle(f"Hebbian sleep convergence on white noise (B = {batch_size}, gamma = {gamma:g})")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".sleep_convergence.", suffix=".png", dir=directory)
-    os.close(fd)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     try:
-        fig.savefig(tmp, format="png", dpi=130)
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            fig.savefig(tmp, format="png", dpi=130)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

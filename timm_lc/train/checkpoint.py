@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+from .._io import atomic_path
 
 __all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "list_checkpoints", "latest_checkpoint", "save_checkpoint",
            "load_checkpoint", "prune_checkpoints", "remove_partial_checkpoints"]
@@ -44,12 +45,10 @@ def latest_checkpoint(run_dir: os.PathLike) -> Optional[Path]:
 
 
 def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def remove_partial_checkpoints(run_dir: os.PathLike) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from .._io import write_text_atomic
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys"]
 
@@ -223,11 +224,4 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optio
 
 def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
     """Writes the resolved config as YAML, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

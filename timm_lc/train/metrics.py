@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from .._io import atomic_path, write_text_atomic
 
 __all__ = ["MetricsWriter", "read_metrics", "plot_metrics"]
 
@@ -50,9 +51,7 @@ class MetricsWriter:
         if not self.enabled or not self.path.is_file():
             return
         keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step and r.get("event") != "final"]
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def log(self, event: str, step: int, **values: Any) -> None:
         if not self.enabled:
@@ -68,9 +67,8 @@ def _series(records: List[Dict[str, Any]], event: str, key: str):
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_metrics(metrics_path: os.PathLike, out_dir: os.PathLike, title: Optional[str] = None) -> List[Path]:

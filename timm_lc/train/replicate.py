@@ -17,13 +17,13 @@ Writes ``replication.json`` (``{"dataset", "command", "setup", "runs": [{"varian
 """
 import argparse
 import math
-import os
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+from .._io import atomic_path, write_text_atomic
 
 __all__ = ["VARIANTS", "SHARING_VARIANTS", "DIAGNOSTIC_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
            "write_results", "publish_checkpoints", "main"]
@@ -190,22 +190,11 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
                  f"test shift ±{results['setup']['test_shift']} px")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
@@ -213,8 +202,8 @@ def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
     import json
     output.mkdir(parents=True, exist_ok=True)
     paths = {ext: output / f"{RESULTS_NAME}.{ext}" for ext in ("json", "md", "png")}
-    _write_text(paths["json"], json.dumps(results, indent=2) + "\n")
-    _write_text(paths["md"], _markdown(results))
+    write_text_atomic(paths["json"], json.dumps(results, indent=2) + "\n")
+    write_text_atomic(paths["md"], _markdown(results))
     _plot(results, paths["png"])
     return paths
 
@@ -241,9 +230,9 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
         model_name = f"{arch}.{tag}"
         repo_id = f"{org}/{model_name}"
         card = render_model_card(run["run_dir"], repo_id)
-        _write_text(Path(run["run_dir"]) / "README.md", card)
+        write_text_atomic(Path(run["run_dir"]) / "README.md", card)
         cards_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(cards_dir / f"{model_name}.md", card)
+        write_text_atomic(cards_dir / f"{model_name}.md", card)
         entry = manifest_entry(run["run_dir"], repo_id, revision=None, model_name=model_name)
         add_to_manifest(entry, manifest)
         published.append({"variant": variant, "seed": run["seed"], "test_acc": run["test_acc"],
