@@ -13,12 +13,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union, get_args, get_orig
 
 import yaml
 from .._io import write_text_atomic
+from ..sharing import MODES as SHARING_MODES, POOL_MODES
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SLEEP_MODES = ("instant", "hebbian", "rate")
-SLEEP_POOLS = ("paper", "full")
 
 
 @dataclass
@@ -115,10 +114,10 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"config key 'mixed_precision': expected one of {MIXED_PRECISION}, "
                              f"got {self.mixed_precision!r}")
-        if self.sleep_mode is not None and self.sleep_mode not in SLEEP_MODES:
-            raise ValueError(f"config key 'sleep_mode': expected one of {SLEEP_MODES}, got {self.sleep_mode!r}")
-        if self.sleep_pools is not None and self.sleep_pools not in SLEEP_POOLS:
-            raise ValueError(f"config key 'sleep_pools': expected one of {SLEEP_POOLS}, got {self.sleep_pools!r}")
+        if self.sleep_mode is not None and self.sleep_mode not in SHARING_MODES:
+            raise ValueError(f"config key 'sleep_mode': expected one of {SHARING_MODES}, got {self.sleep_mode!r}")
+        if self.sleep_pools is not None and self.sleep_pools not in POOL_MODES:
+            raise ValueError(f"config key 'sleep_pools': expected one of {POOL_MODES}, got {self.sleep_pools!r}")
         if self.canvas_size < 8:
             raise ValueError(f"config key 'canvas_size': expected >= 8 (the digits are 8x8), got {self.canvas_size}")
         if self.overwrite and self.resume:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hub import CONFIG_NAME, METRICS_NAME, PLOTS_DIR, RECIPE_NAME, WEIGHTS_NAME, save_pretrained
 from ..layers import LocallyConnected2d
 from ..sharing import sharing_snr
 from .checkpoint import (
@@ -30,10 +31,8 @@ from .sleep_phase import SleepPhase
 
 __all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "RunExistsError"]
 
-RECIPE_NAME = "recipe.yaml"
-METRICS_NAME = "metrics.jsonl"
-_RUN_FILES = ("model.safetensors", "config.json", METRICS_NAME, RECIPE_NAME)
-_RUN_DIRS = (CHECKPOINTS_DIR, "plots")
+_RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, RECIPE_NAME)
+_RUN_DIRS = (CHECKPOINTS_DIR, PLOTS_DIR)
 
 
 class RunExistsError(FileExistsError):
@@ -119,8 +118,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     from timm.scheduler import create_scheduler_v2
     from tqdm.auto import tqdm
 
-    from timm_lc.hub import save_pretrained
-
     cfg.validate()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum_steps,
                               step_scheduler_with_optimizer=False)
@@ -197,8 +194,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if has_lc:
             values["snr"] = _total_snr(unwrapped, snr_pools)
         if train_count:
-            counts = accelerator.reduce(torch.tensor([train_correct, train_count], device=accelerator.device,
-                                                     dtype=torch.float64), reduction="sum")
+            counts = accelerator.reduce(torch.stack([train_correct, train_correct.new_tensor(train_count)]),
+                                        reduction="sum")
             values["train_acc"] = 100.0 * counts[0].item() / max(counts[1].item(), 1.0)
         if sleep is not None:
             values["sleep_time"] = sleep.sleep_time
@@ -214,8 +211,12 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     progress = tqdm(total=total_steps, initial=step, disable=not (is_main and cfg.progress), desc="train",
                     dynamic_ncols=True, file=sys.stderr)
     model.train()
-    train_correct = train_count = 0
-    interval_loss, interval_batches, interval_images = 0.0, 0, 0
+    # running sums stay on the device: no host sync per batch, only when logging
+    def zero() -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float64, device=accelerator.device)
+
+    train_correct, train_count = zero(), 0
+    interval_loss, interval_batches, interval_images = zero(), 0, 0
     interval_start = time.perf_counter()
     start_sleep_time = sleep.sleep_time if sleep is not None else 0.0
     wall_start = time.perf_counter()
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             loader.set_epoch(epoch)
         batch_in_epoch = skip
         skip = 0
-        train_correct = train_count = 0
+        train_correct, train_count = zero(), 0
         for images, targets in loader:
             with accelerator.accumulate(model):
                 if cfg.channels_last:
@@ -243,10 +244,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             batch_in_epoch += 1
-            interval_loss += loss.detach().float().item()
+            interval_loss += loss.detach()
             interval_batches += 1
             interval_images += images.shape[0] * accelerator.num_processes
-            train_correct += (logits.detach().argmax(-1) == targets).sum().item()
+            train_correct += (logits.detach().argmax(-1) == targets).sum()
             train_count += targets.numel()
             if not accelerator.sync_gradients:
                 continue
@@ -266,12 +267,13 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 if sleep is not None:
                     sleep_share = (sleep.sleep_time - start_sleep_time) / max(elapsed, 1e-9)
                     start_sleep_time = sleep.sleep_time
-                metrics.log("train", step, epoch=epoch, loss=interval_loss / max(interval_batches, 1),
+                mean_loss = interval_loss.item() / max(interval_batches, 1)
+                metrics.log("train", step, epoch=epoch, loss=mean_loss,
                             lr=optimizer.param_groups[0]["lr"], images_per_s=interval_images / max(elapsed, 1e-9),
                             sleep_fraction=sleep_share)
-                progress.set_postfix(loss=f"{interval_loss / max(interval_batches, 1):.3f}",
+                progress.set_postfix(loss=f"{mean_loss:.3f}",
                                      acc=last_eval.get("test_acc", float("nan")))
-                interval_loss, interval_batches, interval_images = 0.0, 0, 0
+                interval_loss, interval_batches, interval_images = zero(), 0, 0
                 interval_start = time.perf_counter()
             if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
                     or step == total_steps:
@@ -302,7 +304,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                                     "num_classes": unwrapped.num_classes}}
         save_pretrained(unwrapped, out, extra_config=extra)
         if cfg.plots:
-            plot_metrics(out / METRICS_NAME, out / "plots", title=cfg.name or cfg.model)
+            plot_metrics(out / METRICS_NAME, out / PLOTS_DIR, title=cfg.name or cfg.model)
         metrics.log("final", step, **{k: v for k, v in final.items() if k != "step"})
     accelerator.wait_for_everyone()
     accelerator.print(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% "

@@ -17,12 +17,11 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..sharing import MODES as SHARING_MODES, POOL_MODES
 from .seeding import derive_seed
 
 __all__ = ["SleepPhase"]
 
-MODES = ("instant", "hebbian", "rate")
-POOLS = ("paper", "full")
 SYNC = ("check", "broadcast", "none")
 _SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
@@ -47,15 +46,21 @@ def _launch_distributed_types() -> List[str]:
     return found
 
 
+_FINGERPRINT_CHUNK = 1 << 22  # elements per int64 chunk: bounded extra memory even for GB-sized LC weights
+
+
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     """An int64 checksum of a tensor's bits (position weighted), for cheap cross-process equality checks."""
     flat = t.detach().reshape(-1)
     if flat.is_floating_point():
         int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
         flat = flat.view(int_type)
-    flat = flat.to(torch.int64)
-    weights = torch.arange(flat.numel(), device=flat.device, dtype=torch.int64) % 7919 + 1
-    return torch.stack([flat.sum(), (flat * weights).sum()])
+    total = torch.zeros(2, dtype=torch.int64, device=flat.device)
+    for start in range(0, flat.numel(), _FINGERPRINT_CHUNK):
+        chunk = flat[start:start + _FINGERPRINT_CHUNK].to(torch.int64)
+        weights = torch.arange(start, start + chunk.numel(), device=flat.device, dtype=torch.int64) % 7919 + 1
+        total += torch.stack([chunk.sum(), (chunk * weights).sum()])
+    return total
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -87,10 +92,10 @@ class SleepPhase:
         for key, value in (("every", every), ("iterations", iterations), ("batch_size", batch_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SleepPhase: expected a positive integer {key}, got {value!r}")
-        if mode not in MODES:
-            raise ValueError(f"SleepPhase: expected mode in {MODES}, got {mode!r}")
-        if pools not in POOLS:
-            raise ValueError(f"SleepPhase: expected pools in {POOLS}, got {pools!r}")
+        if mode not in SHARING_MODES:
+            raise ValueError(f"SleepPhase: expected mode in {SHARING_MODES}, got {mode!r}")
+        if pools not in POOL_MODES:
+            raise ValueError(f"SleepPhase: expected pools in {POOL_MODES}, got {pools!r}")
         if sync not in SYNC:
             raise ValueError(f"SleepPhase: expected sync in {SYNC}, got {sync!r}")
         if not gamma >= 0:
