@@ -8,7 +8,7 @@ from torch import nn
 
 from .hebbian import SOLVERS, HebbianRule, sleep_layer_
 from .instant import instant_share_
-from .metrics import lc_layers, pool_statistics
+from .metrics import lc_layers, pool_statistics, summarise
 from .pools import POOL_MODES, find_pools
 from .rate import RateRule
 from .report import LayerReport, SharingReport
@@ -112,9 +112,8 @@ def share_weights_(
         layer_report = LayerReport(
             name=name, fan_in=layer.fan_in, pools=len(layer_pools), shared_positions=layer_pools.num_shared,
             iterations=0 if outcome is None else outcome.iterations_run,
-            deviation_before=_deviation(before), deviation_after=_deviation(after),
-            snr_before=before["snr_sum"] / before["entries"] if before["entries"] else None,
-            snr_after=after["snr_sum"] / after["entries"] if after["entries"] else None,
+            deviation_before=summarise(before)["deviation"], deviation_after=summarise(after)["deviation"],
+            snr_before=summarise(before)["snr"], snr_after=summarise(after)["snr"],
             wall_time=time.perf_counter() - start)
         if outcome is not None:
             layer_report.lr = outcome.steps[0] if outcome.steps else None
@@ -127,8 +126,3 @@ def share_weights_(
         report.layers.append(layer_report)
     return report
 
-
-def _deviation(stats) -> Optional[float]:
-    if not stats["entries"]:
-        return None
-    return (stats["dev_sq"] / stats["norm_sq"]) ** 0.5 if stats["norm_sq"] > 0 else 0.0

@@ -42,7 +42,8 @@ def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, f
     return {"snr_sum": snr_sum, "entries": entries, "dev_sq": dev_sq, "norm_sq": norm_sq}
 
 
-def _summary(stats: Dict[str, float]) -> Dict[str, Optional[float]]:
+def summarise(stats: Dict[str, float]) -> Dict[str, Optional[float]]:
+    """SNR and relative deviation from pooled sums (``pool_statistics``, or sums of several)."""
     return {
         "snr": stats["snr_sum"] / stats["entries"] if stats["entries"] else None,
         "deviation": math.sqrt(stats["dev_sq"] / stats["norm_sq"]) if stats["norm_sq"] > 0 else (
@@ -74,5 +75,5 @@ def sharing_snr(module: nn.Module, pools: str = "paper") -> dict:
         stats = pool_statistics(layer, layer_pools)
         for key in total:
             total[key] += stats[key]
-        layers[name] = {**_summary(stats), "pools": len(layer_pools), "shared_positions": layer_pools.num_shared}
-    return {**_summary(total), "layers": layers}
+        layers[name] = {**summarise(stats), "pools": len(layer_pools), "shared_positions": layer_pools.num_shared}
+    return {**summarise(total), "layers": layers}

@@ -1,7 +1,8 @@
 """What a call to ``share_weights_`` did, per layer and in total (JSON-friendly via ``to_dict``)."""
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
+
+from .metrics import summarise
 
 
 @dataclass
@@ -33,16 +34,12 @@ class LayerReport:
     _sums: Dict[str, float] = field(default_factory=dict, repr=False)
 
 
-def _weighted_deviation(layers: List[LayerReport], key: str) -> Optional[float]:
-    dev = sum(layer._sums.get(f"dev_sq_{key}", 0.0) for layer in layers)
-    norm = sum(layer._sums.get(f"norm_sq_{key}", 0.0) for layer in layers)
-    return math.sqrt(dev / norm) if norm > 0 else None
-
-
-def _weighted_snr(layers: List[LayerReport], key: str) -> Optional[float]:
-    snr = sum(layer._sums.get(f"snr_sum_{key}", 0.0) for layer in layers)
-    entries = sum(layer._sums.get("entries", 0) for layer in layers)
-    return snr / entries if entries else None
+def _aggregate(layers: List[LayerReport], key: str) -> Dict[str, Optional[float]]:
+    """SNR and deviation over all layers' pooled entries, ``key`` = "before" / "after" the sleep."""
+    sums: Dict[str, float] = {name: sum(layer._sums.get(f"{name}_{key}", 0.0) for layer in layers)
+                              for name in ("snr_sum", "dev_sq", "norm_sq")}
+    sums["entries"] = sum(layer._sums.get("entries", 0) for layer in layers)
+    return summarise(sums)
 
 
 @dataclass
@@ -60,21 +57,21 @@ class SharingReport:
     @property
     def deviation_before(self) -> Optional[float]:
         """Relative deviation from the pool means over all pooled weights, before sharing."""
-        return _weighted_deviation(self.layers, "before")
+        return _aggregate(self.layers, "before")["deviation"]
 
     @property
     def deviation_after(self) -> Optional[float]:
         """Relative deviation from the pool means over all pooled weights, after sharing."""
-        return _weighted_deviation(self.layers, "after")
+        return _aggregate(self.layers, "after")["deviation"]
 
     @property
     def snr_before(self) -> Optional[float]:
-        return _weighted_snr(self.layers, "before")
+        return _aggregate(self.layers, "before")["snr"]
 
     @property
     def snr(self) -> Optional[float]:
         """The paper's per-pool SNR after sharing, averaged over every pooled kernel entry."""
-        return _weighted_snr(self.layers, "after")
+        return _aggregate(self.layers, "after")["snr"]
 
     @property
     def wall_time(self) -> float:
