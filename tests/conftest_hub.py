@@ -59,3 +59,9 @@ def hub(hub_server):
 def hub_token() -> str:
     """A token the loopback Hub accepts for writes."""
     return HUB_TOKEN
+
+
+def pytest_unconfigure(config):
+    """The socket is bound at import, also in sessions that never use the server: release it."""
+    _SERVER.server_close()
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
