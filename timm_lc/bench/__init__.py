@@ -16,6 +16,12 @@ from .._io import write_text_atomic
 SECTIONS = ("layer", "sharing", "training")
 
 
+def sync(device) -> None:
+    """Waits for queued CUDA work so wall-clock timings are honest (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def format_table(rows: List[dict], columns: Sequence[str]) -> str:
     """A GitHub-markdown table of ``rows`` restricted to ``columns``."""
     columns = [c for c in columns if any(c in r for r in rows)]

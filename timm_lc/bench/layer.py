@@ -21,6 +21,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
+from timm_lc.bench import sync
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -102,11 +103,6 @@ def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> Call
     return step
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_steps(steps: Dict[str, Callable[[], None]], repeats: int, device: str) -> Dict[str, float]:
     """Best-of-``repeats`` seconds per step for each closure, interleaved so noise hits all alike."""
     for step in steps.values():
@@ -114,10 +110,10 @@ def time_steps(steps: Dict[str, Callable[[], None]], repeats: int, device: str) 
     best = {name: float("inf") for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             step()
-            _sync(device)
+            sync(device)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 

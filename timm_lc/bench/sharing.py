@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from timm_lc.bench import sync
 from timm_lc.layers import LocallyConnected2d
 from timm_lc.sharing.blocks import gather_blocks, scatter_blocks_
 from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise
@@ -38,20 +39,15 @@ MODELS = (("lc_resnet20", 512, ((32, 128), (128, 512))), ("lc_resnet18_half", 25
 ITERATIONS, SAMPLES, EVERY = 100, 128, 10
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn: Callable[[], object], device: torch.device, budget: float) -> float:
     """Best wall time of repeated calls (one warm-up, then >= 2 and until ``budget`` s), in seconds."""
     fn()
-    _sync(device)
+    sync(device)
     best, spent, repeats = float("inf"), 0.0, 0
     while repeats < 2 or (spent < budget and repeats < 50):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         elapsed = time.perf_counter() - start
         best, spent, repeats = min(best, elapsed), spent + elapsed, repeats + 1
     return best
@@ -108,7 +104,7 @@ def sleep_iteration(layer: LocallyConnected2d, quick: bool) -> Dict[str, float]:
         else:
             states = blocks
         scatter_blocks_(layer, blocks)
-        _sync(device)
+        sync(device)
         fixed = time.perf_counter() - start
         layer.weight.copy_(original)
         del original

@@ -15,16 +15,13 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from timm_lc.bench import sync
+
 __all__ = ["COLUMNS", "run"]
 
 COLUMNS = ("model", "variant", "batch", "step_ms", "sleep_ms", "images_per_s", "vs_conv")
 MODEL = "lc_resnet20"
 SLEEP_EVERY = (1, 10, 100)
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _time_steps(model, batch: int, steps: int, device: str, img_size: int) -> float:
@@ -44,11 +41,11 @@ def _time_steps(model, batch: int, steps: int, device: str, img_size: int) -> fl
         optimizer.zero_grad(set_to_none=True)
 
     step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / steps
 
 
@@ -56,12 +53,12 @@ def _time_sleep(model, repeats: int, device: str) -> float:
     """Seconds per sleep phase with the paper's settings (Hebbian, 100 iterations of 128 samples)."""
     from timm_lc.sharing import share_weights_
     share_weights_(model, mode="hebbian", pools="paper", iterations=2, batch_size=128, seed=0)  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for i in range(repeats):
         share_weights_(model, mode="hebbian", pools="paper", iterations=100, batch_size=128, gamma=1e-5,
                        seed=i)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / repeats
 
 
