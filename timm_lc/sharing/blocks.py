@@ -12,8 +12,9 @@ noise tensor and all pools of a layer form a single block. Otherwise (a dilation
 with the kernel size) each pool is a block in weight coordinates with its own gathered noise.
 Filter coordinates inside a block are (slot, channel-in-group), channel fastest, as in the weight.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -44,16 +45,26 @@ class PoolBlock:
         return noise if self.noise_index is None else noise.index_select(1, self.noise_index)
 
 
-def _flat_weight(layer: LocallyConnected2d) -> Tensor:
+def flat_filters(layer: LocallyConnected2d) -> Tensor:
     """The weight as (positions, C_out, kh*kw, C_in/groups), a view when possible."""
     ho, wo = layer.output_size
     kh, kw = layer.kernel_size
     return layer.weight.detach().reshape(ho * wo, layer.out_channels, kh * kw, layer.in_channels // layer.groups)
 
 
+@contextmanager
+def writable_filters(layer: LocallyConnected2d) -> Iterator[Tensor]:
+    """``flat_filters`` to write into; if the reshape had to copy, the copy is written back on exit."""
+    weight = layer.weight
+    flat = flat_filters(layer)
+    yield flat
+    if flat.data_ptr() != weight.data_ptr():
+        weight.copy_(flat.view(weight.shape))
+
+
 def gather_blocks(layer: LocallyConnected2d, pools: LayerPools) -> List[PoolBlock]:
     """Gathers the pooled filters of ``layer`` into fp32 blocks (deviations and means)."""
-    weight = _flat_weight(layer)
+    weight = flat_filters(layer)
     device = weight.device
     g = layer.groups
     cog, cg = layer.out_channels // g, layer.in_channels // g
@@ -92,20 +103,15 @@ def gather_blocks(layer: LocallyConnected2d, pools: LayerPools) -> List[PoolBloc
 @torch.no_grad()
 def scatter_blocks_(layer: LocallyConnected2d, blocks: List[PoolBlock]) -> None:
     """Writes ``mean + dev`` of every block back into ``layer.weight`` (cast to its dtype), in place."""
-    weight = layer.weight
-    flat = _flat_weight(layer)
-    if flat.data_ptr() != weight.data_ptr() or not weight.is_contiguous():
-        flat = flat.clone()
     g = layer.groups
     cog, cg = layer.out_channels // g, layer.in_channels // g
     slots = layer.kernel_size[0] * layer.kernel_size[1]
-    for block in blocks:
-        for j, (pos, row, slot_map) in enumerate(block.members):
-            n = int(pos.numel())
-            w = block.dev[:, row:row + n * cog].view(g, n, cog, slots, cg) \
-                + block.mean[:, j * cog:(j + 1) * cog].view(g, 1, cog, slots, cg)
-            if block.noise_index is None:  # back to weight coordinates: offset s reads slot slot_map[s]
-                w = w.index_select(3, slot_map)
-            flat.index_copy_(0, pos, w.permute(1, 0, 2, 3, 4).reshape(n, g * cog, slots, cg).to(flat.dtype))
-    if flat.data_ptr() != weight.data_ptr():
-        weight.copy_(flat.view(weight.shape))
+    with writable_filters(layer) as flat:
+        for block in blocks:
+            for j, (pos, row, slot_map) in enumerate(block.members):
+                n = int(pos.numel())
+                w = block.dev[:, row:row + n * cog].view(g, n, cog, slots, cg) \
+                    + block.mean[:, j * cog:(j + 1) * cog].view(g, 1, cog, slots, cg)
+                if block.noise_index is None:  # back to weight coordinates: offset s reads slot slot_map[s]
+                    w = w.index_select(3, slot_map)
+                flat.index_copy_(0, pos, w.permute(1, 0, 2, 3, 4).reshape(n, g * cog, slots, cg).to(flat.dtype))

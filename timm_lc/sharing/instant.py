@@ -11,20 +11,15 @@ import torch
 
 from timm_lc.layers import LocallyConnected2d
 
-from .blocks import _flat_weight
+from .blocks import writable_filters
 from .pools import LayerPools
 
 
 @torch.no_grad()
 def instant_share_(layer: LocallyConnected2d, pools: LayerPools) -> None:
     """Sets every pooled filter of ``layer`` to its pool mean (computed in fp32), in place."""
-    weight = layer.weight
-    flat = _flat_weight(layer)
-    if flat.data_ptr() != weight.data_ptr() or not weight.is_contiguous():
-        flat = flat.clone()
-    for pos in pools.positions:
-        pos = pos.to(flat.device)
-        mean = flat.index_select(0, pos).float().mean(0, keepdim=True)
-        flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape[1:]))
-    if flat.data_ptr() != weight.data_ptr():
-        weight.copy_(flat.view(weight.shape))
+    with writable_filters(layer) as flat:
+        for pos in pools.positions:
+            pos = pos.to(flat.device)
+            mean = flat.index_select(0, pos).float().mean(0, keepdim=True)
+            flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape[1:]))

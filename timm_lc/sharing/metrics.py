@@ -16,7 +16,7 @@ from torch import nn
 
 from timm_lc.layers import LocallyConnected2d
 
-from .blocks import _flat_weight
+from .blocks import flat_filters
 from .pools import LayerPools, find_pools
 
 _EPS = torch.finfo(torch.float32).eps
@@ -26,7 +26,7 @@ _TINY = torch.finfo(torch.float32).tiny
 @torch.no_grad()
 def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, float]:
     """Sums over one layer's pooled entries: ``snr_sum``, ``entries``, ``dev_sq``, ``norm_sq``."""
-    flat = _flat_weight(layer)
+    flat = flat_filters(layer)
     snr_sum = dev_sq = norm_sq = 0.0
     entries = 0
     for pos in pools.positions:
