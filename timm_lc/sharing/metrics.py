@@ -25,9 +25,12 @@ _TINY = torch.finfo(torch.float32).tiny
 
 @torch.no_grad()
 def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, float]:
-    """Sums over one layer's pooled entries: ``snr_sum``, ``entries``, ``dev_sq``, ``norm_sq``."""
+    """Sums over one layer's pooled entries: ``snr_sum``, ``entries``, ``dev_sq``, ``norm_sq``.
+
+    Sums are accumulated on the weight's device in fp64 and read back once (one host sync per layer).
+    """
     flat = flat_filters(layer)
-    snr_sum = dev_sq = norm_sq = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=flat.device)  # snr_sum, dev_sq, norm_sq
     entries = 0
     for pos in pools.positions:
         w = flat.index_select(0, pos.to(flat.device)).float()
@@ -35,10 +38,10 @@ def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, f
         v = (w - m).square().mean(0)
         m2 = m.square()
         floor = (m2 * (_EPS * _EPS)).clamp_min(_TINY)
-        snr_sum += float((m2 / torch.maximum(v, floor)).double().sum())
+        sums += torch.stack([(m2 / torch.maximum(v, floor)).double().sum(), v.double().sum() * pos.numel(),
+                             w.double().square().sum()])
         entries += m.numel()
-        dev_sq += float(v.double().sum()) * pos.numel()
-        norm_sq += float(w.double().square().sum())
+    snr_sum, dev_sq, norm_sq = sums.tolist()
     return {"snr_sum": snr_sum, "entries": entries, "dev_sq": dev_sq, "norm_sq": norm_sq}
 
 
