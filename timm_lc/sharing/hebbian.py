@@ -79,7 +79,10 @@ def draw_noise(layer: LocallyConnected2d, batch_size: int, generator: torch.Gene
 
 
 def _sum_sq(tensors: List[Tensor]) -> float:
-    return float(sum(t.double().square().sum() for t in tensors)) if tensors else 0.0
+    """Sum of squares in fp64 (one host sync, no fp64 copy of the tensors)."""
+    if not tensors:
+        return 0.0
+    return float(sum(torch.linalg.vector_norm(t, dtype=torch.float64).square() for t in tensors))
 
 
 def _divergence(dev: float, mean: float, dev0: float, mean0: float) -> Optional[str]:
@@ -175,7 +178,8 @@ def sleep_layer_(
                 if not all(bool(torch.isfinite(s.dev).all()) for s in states):
                     reason = "non-finite weights"
             else:
-                reason = _divergence(_sum_sq([b.dev for b in blocks]), _sum_sq([b.mean for b in blocks]), dev0, mean0)
+                mean = _sum_sq([b.mean for b in blocks]) if rule.moves_mean else mean0
+                reason = _divergence(_sum_sq([b.dev for b in blocks]), mean, dev0, mean0)
             if reason is not None:
                 break
     if reason is None and solver == "compose":
