@@ -18,7 +18,6 @@
 """
 import time
 from collections import Counter
-from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -26,7 +25,7 @@ import torch
 from timm_lc.bench import sync
 from timm_lc.layers import LocallyConnected2d
 from timm_lc.sharing.blocks import gather_blocks, scatter_blocks_
-from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise
+from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise, identity_states
 from timm_lc.sharing.pools import find_pools
 from timm_lc.sharing.schedule import optimal_step
 
@@ -97,10 +96,9 @@ def sleep_iteration(layer: LocallyConnected2d, quick: bool) -> Dict[str, float]:
         blocks = gather_blocks(layer, pools)
         solver = choose_solver("auto", rule, False, blocks, ITERATIONS, SAMPLES)
         if solver == "compose":
-            eyes = [torch.eye(b.dev.shape[2], device=device).repeat(b.dev.shape[0], 1, 1) for b in blocks]
-            for block, eye in zip(blocks, eyes):
-                block.dev = torch.bmm(block.dev, eye)
-            states = [replace(b, dev=eye) for b, eye in zip(blocks, eyes)]
+            states = identity_states(blocks)
+            for block, state in zip(blocks, states):
+                block.dev = torch.bmm(block.dev, state.dev)
         else:
             states = blocks
         scatter_blocks_(layer, blocks)

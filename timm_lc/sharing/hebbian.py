@@ -78,6 +78,12 @@ def draw_noise(layer: LocallyConnected2d, batch_size: int, generator: torch.Gene
     return xi.reshape(g, kh * kw * (layer.in_channels // g), batch_size)
 
 
+def identity_states(blocks: List[PoolBlock]) -> List[PoolBlock]:
+    """The compose solver's states: each block's deviations replaced by the (groups, d, d) identity."""
+    return [replace(b, dev=torch.eye(b.dev.shape[2], device=b.dev.device).repeat(b.dev.shape[0], 1, 1))
+            for b in blocks]
+
+
 def _sum_sq(tensors: List[Tensor]) -> float:
     """Sum of squares in fp64 (one host sync, no fp64 copy of the tensors)."""
     if not tensors:
@@ -152,8 +158,7 @@ def sleep_layer_(
     dev0 = _sum_sq([b.dev for b in blocks])
     mean0 = _sum_sq([b.mean for b in blocks])
     if solver == "compose":  # run the sleep on the identity: states[i].dev becomes K_T
-        states = [replace(b, dev=torch.eye(b.dev.shape[2], device=b.dev.device).repeat(b.dev.shape[0], 1, 1))
-                  for b in blocks]
+        states = identity_states(blocks)
     else:
         states = blocks
     anchors = [b.dev.clone() for b in states] if gamma > 0 else [None] * len(states)
