@@ -65,7 +65,9 @@ def share_weights_(
     patches, anchored to the starting weights with ``gamma``; ``rate`` simulates the lateral
     circuit (options ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol``; see ``rate``). ``pools``
     is ``paper`` (residue classes of the positions that see the tiled noise, border positions
-    alone) or ``full`` (all positions of a channel: a convolution). ``lr=None`` uses the fan-in
+    alone: the reference's Hebbian pools), ``residue`` (output positions grouped by
+    ``(h mod kh, w mod kw)``, borders included: the reference's instant sharing, behind the paper's
+    network results) or ``full`` (all positions of a channel: a convolution). ``lr=None`` uses the fan-in
     normalised step with the ``auto`` decay (never diverges); a float is a raw fixed step size.
     Noise-mode options: ``schedule`` ('auto' | 'constant'), ``check_every`` (divergence check period,
     10), ``trace`` (record the per-iteration convergence, False), ``solver`` ('auto' | 'iterate' |

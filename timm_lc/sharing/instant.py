@@ -3,8 +3,9 @@
 This is the gamma -> 0, infinitely long sleep limit of the Hebbian rule. With ``paper`` pools it
 averages the residue classes of the *regular* positions only (those whose receptive field sees the
 tiled noise) and leaves border positions alone, i.e. it lands exactly on the Hebbian fixed point;
-the reference's instant mode instead averages residue classes *including* border positions,
-which its own Hebbian sleep never produces. ``full`` pools average all positions of a channel,
+the reference's instant mode (``share_weights_instantly``, behind the paper's network results)
+instead averages the residue classes *including* border positions: ``residue`` pools reproduce
+it exactly. ``full`` pools average all positions of a channel,
 turning the layer into a convolution with the mean kernel.
 """
 import torch

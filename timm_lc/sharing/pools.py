@@ -11,11 +11,21 @@ which states the stride-1 case as (h mod k, w mod k)). This holds for any stride
 padding, non-square input and groups (each group's filters see their own channels' noise).
 
 ``paper`` pools are these residue classes of the *regular* positions: those whose whole receptive
-field reads the tiling. They are found by tiling an image of noise-slot indices, padding it with
-the layer's own padding mode and comparing every position's patch with the tile window its
-residue predicts, so zero padding makes border positions irregular (singletons) while e.g.
-circular padding of a multiple-of-k input keeps them regular. ``full`` pools hold every position
-of a channel: the exact-convolution limit. Pools with one member are not listed (nothing to share).
+field reads the tiling (the reference's Hebbian pools). They are found by tiling an image of
+noise-slot indices, padding it with the layer's own padding mode and comparing every position's
+patch with the tile window its residue predicts, so zero padding makes border positions irregular
+(singletons) while e.g. circular padding of a multiple-of-k input keeps them regular.
+
+``residue`` pools are the reference's *instant-sharing* pools, the ones behind the paper's network
+results: output positions grouped by ``(h mod kh, w mod kw)``, borders included (a 1x1 layer becomes
+an exact convolution). For the noise-driven modes (Hebbian, rate) border positions join their class
+by tiling the sleep noise over the *padded* input (origin at padded pixel 0) instead of the unpadded
+one: then no position reads padding, position (h, w) reads slot ``((h*s_h + u*d_h) mod kh, ...)``,
+which depends on ``h mod kh`` only, so every member of a class sees identical noise and the
+Hebbian fixed point is exactly the pool mean of the instant mode. (The alternative, keeping the
+zero padding during sleep, would give border members a different input than their class and no
+common fixed point.) ``full`` pools hold every position of a channel: the exact-convolution limit.
+Pools with one member are not listed (nothing to share).
 """
 import math
 from dataclasses import dataclass
@@ -28,7 +38,7 @@ from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
 
-POOL_MODES = ("paper", "full")
+POOL_MODES = ("paper", "residue", "full")
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,17 @@ def _find_pools(
             return LayerPools(output_size, (), (), 1)
         return LayerPools(output_size, (torch.arange(ho * wo),), (torch.arange(kh * kw),), 1)
 
+    if pools == "residue":  # output residue classes, borders included; noise tiled over the padded input
+        key = ((torch.arange(ho) % kh)[:, None] * kw + (torch.arange(wo) % kw)[None, :]).reshape(-1)
+        positions, slot_maps = [], []
+        for k in range(kh * kw):
+            members = torch.nonzero(key == k).flatten()
+            if members.numel() >= 2:
+                i, j = divmod(k, kw)
+                positions.append(members)
+                slot_maps.append(_slot_map(((i * stride[0]) % kh, (j * stride[1]) % kw), kernel_size, dilation))
+        return LayerPools(output_size, tuple(positions), tuple(slot_maps), multiplicity)
+
     left, right, top, bottom = pads
     rows = torch.arange(input_size[0]) % kh
     cols = torch.arange(input_size[1]) % kw
@@ -128,7 +149,8 @@ def _find_pools(
 
 
 def find_pools(layer: LocallyConnected2d, pools: str = "paper") -> LayerPools:
-    """The pools of ``layer`` (``paper`` residue classes of regular positions, or ``full``).
+    """The pools of ``layer``: ``paper`` (residue classes of regular positions), ``residue`` (output
+    residue classes ``(h mod kh, w mod kw)``, borders included) or ``full`` (all positions).
 
     Depends only on the layer's geometry, so results are cached and shared between layers.
     """

@@ -77,7 +77,9 @@ class SleepPhase:
     Args:
         every: optimiser steps between sleep phases.
         mode: ``"hebbian"`` (the paper's anti-Hebbian sleep), ``"instant"`` (pool means) or ``"rate"``.
-        pools: ``"paper"`` (k^2 pools per channel) or ``"full"`` (all positions: exact convolution).
+        pools: ``"paper"`` (k^2 pools of interior positions per channel), ``"residue"`` (k^2 pools of
+            all positions, borders included: the reference's instant sharing) or ``"full"``
+            (all positions: exact convolution).
         iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised).
         seed: base seed; the noise of the sleep after step ``s`` is seeded by ``(seed, s)``.
         sync: under multi-process runs, ``"check"`` fingerprints parameters across processes and
