@@ -1,5 +1,11 @@
-"""Data sets and loaders: the embedded digits demo, CIFAR-10/100, TinyImageNet, ImageNet-1k through
-``datasets``, and any local imagefolder or ``save_to_disk`` data set.
+"""Data sets and loaders: the embedded digits demo, Fashion-MNIST, CIFAR-10/100, TinyImageNet,
+ImageNet-1k through ``datasets``, and any local imagefolder or ``save_to_disk`` data set.
+
+Augmentation follows the reference code's protocol (docs/method.md): CIFAR-style sets a random crop
+with ``translate`` pixels of padding filled with the mean (zero after normalisation; the reference's
+default padding is 0, i.e. no translation) and optional flips; TinyImageNet a centre crop of
+48 + 2 ``translate`` then a random 48 crop, tested on the centre 48; ImageNet timm's
+RandomResizedCrop + flip without colour jitter, tested on Resize 256 + centre 224.
 
 Training augmentation is seeded per sample by (seed, epoch, index, repeat) and never reads the
 global RNG, so data order and augmentation are reproducible on any number of processes and
@@ -17,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import TrainConfig
+from . import fashion_mnist
 from .demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas
 from .seeding import derive_seed, seeded
 
@@ -27,6 +34,7 @@ __all__ = [
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -41,14 +49,18 @@ class DatasetSpec:
     label_column: str
     eval_split: str
     img_size: int  # the network's input size
-    crop_pct: float  # img_size / stored image size (TinyImageNet: 48 of 64)
+    crop_pct: float  # img_size / stored image size (TinyImageNet: 48 of 64; Fashion-MNIST: 32 of 28, a pad)
     num_classes: int
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
-    style: str  # "small": resize + random crop with padding; "imagenet": timm's ImageNet transforms
+    style: str  # "small": crops (see the module docstring); "imagenet": timm's ImageNet transforms
+    in_chans: int = 3
+    fill_mean: bool = True  # translation padding filled with the mean (else black, the image background)
 
 
 DATASETS: Dict[str, DatasetSpec] = {
+    "fashion-mnist": DatasetSpec(fashion_mnist.HUB_ID, "image", "label", "test", 32, 32 / 28, 10, FASHION_MNIST_MEAN,
+                                 FASHION_MNIST_STD, "small", in_chans=1, fill_mean=False),
     "cifar10": DatasetSpec("uoft-cs/cifar10", "img", "label", "test", 32, 1.0, 10, CIFAR10_MEAN, CIFAR10_STD,
                            "small"),
     "cifar100": DatasetSpec("uoft-cs/cifar100", "img", "fine_label", "test", 32, 1.0, 100, CIFAR100_MEAN,
@@ -72,12 +84,18 @@ def _is_saved_dataset(path: Path) -> bool:
     return any((path / name).is_file() for name in ("dataset_dict.json", "dataset_info.json", "state.json"))
 
 
-def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, local_path: Optional[str] = None):
+def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, local_path: Optional[str] = None,
+                  max_samples: Optional[int] = None):
     """Loads one split with ``datasets``: a ``save_to_disk`` folder, an imagefolder or a hub data set.
 
-    Raises DatasetUnavailableError naming the data set when it is neither cached nor reachable.
+    Fashion-MNIST is read from Debian's IDX files when they are installed (the same images as the
+    Hub's copy; ``max_samples`` keeps its first n). Raises DatasetUnavailableError naming the data
+    set when it is neither cached nor reachable.
     """
     import datasets
+    idx_dir = fashion_mnist.local_dir()
+    if local_path is None and source.lower() == fashion_mnist.HUB_ID and idx_dir is not None:
+        return fashion_mnist.load_split(split, idx_dir, max_samples)
     path = Path(local_path or source).expanduser()
     try:
         if path.is_dir():
@@ -132,14 +150,17 @@ def _num_classes(ds, label_column: str) -> int:
 
 
 class ImageDataset(Dataset):
-    """A ``datasets`` split as ``(image tensor, label)``; images converted to RGB (TinyImageNet has greyscale).
+    """A ``datasets`` split as ``(image tensor, label)``; images converted to ``mode`` (RGB: TinyImageNet
+    has greyscale images; L: Fashion-MNIST).
 
     Item ``i`` (evaluation) or ``(epoch, i, repeat)`` (training: augmentation seeded by
     (seed, epoch, i, repeat)).
     """
 
-    def __init__(self, source, transform: Callable, image_column: str, label_column: str, seed: int = 0):
+    def __init__(self, source, transform: Callable, image_column: str, label_column: str, seed: int = 0,
+                 mode: str = "RGB"):
         self.source = source
+        self.mode = mode
         self.transform = transform
         self.image_column = image_column
         self.label_column = label_column
@@ -153,8 +174,8 @@ class ImageDataset(Dataset):
         epoch, index, repeat = (tuple(key) + (0,))[:3]
         row = self.source[int(index)]
         image = row[self.image_column]
-        if hasattr(image, "mode") and image.mode != "RGB":
-            image = image.convert("RGB")
+        if hasattr(image, "mode") and image.mode != self.mode:
+            image = image.convert(self.mode)
         if epoch is None:
             return self.transform(image), int(row[self.label_column])
         with seeded(derive_seed(self.seed, epoch, index, repeat)):
@@ -224,20 +245,30 @@ class DataBundle:
     std: Tuple[float, ...]
 
 
-def _small_transforms(img_size: int, crop_pct: float, translate: int, hflip: bool, mean, std):
+def _small_transforms(img_size: int, spec: DatasetSpec, translate: int, hflip: bool, mean, std):
+    """The reference's small-image protocol (module docstring); stored images are resized to the
+    spec's stored size first (a no-op for the real data sets)."""
     from torchvision import transforms as T
     from timm.data.transforms import MaybeToTensor
-    resize = max(img_size, int(round(img_size / crop_pct)))
-    train = [T.Resize(resize), T.RandomCrop(img_size, padding=translate or None)]
+    stored = int(round(img_size / spec.crop_pct))
+    head = [T.Resize(stored), T.CenterCrop(img_size)]  # the centre crop zero-pads smaller images
+    if stored > img_size:  # TinyImageNet: centre 48 + 2p, then a random 48 crop
+        train = [T.Resize(stored), T.CenterCrop(img_size + 2 * translate), T.RandomCrop(img_size)]
+    elif translate:
+        fill = tuple(int(round(255 * m)) for m in mean) if spec.fill_mean else 0
+        train = head + [T.RandomCrop(img_size, padding=translate, fill=fill)]
+    else:
+        train = list(head)
     if hflip:
         train.append(T.RandomHorizontalFlip())
     tail = [MaybeToTensor(), T.Normalize(mean, std)]
-    return T.Compose(train + tail), T.Compose([T.Resize(resize), T.CenterCrop(img_size)] + tail)
+    return T.Compose(train + tail), T.Compose(head + tail)
 
 
 def _imagenet_transforms(img_size: int, crop_pct: float, hflip: bool, mean, std):
     from timm.data import create_transform
-    train = create_transform(img_size, is_training=True, hflip=0.5 if hflip else 0.0, mean=mean, std=std)
+    train = create_transform(img_size, is_training=True, hflip=0.5 if hflip else 0.0, color_jitter=None,
+                             mean=mean, std=std)
     test = create_transform(img_size, is_training=False, crop_pct=crop_pct, mean=mean, std=std)
     return train, test
 
@@ -256,10 +287,11 @@ def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
     spec = resolve_spec(cfg.dataset)
     source = spec.hub_id if spec else cfg.dataset
     eval_split = cfg.eval_split or (spec.eval_split if spec else "test")
-    eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path)
+    eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path, cfg.max_eval_samples)
     image_col, label_col = _find_columns(eval_src, cfg.image_column or (spec.image_column if spec else None),
                                          cfg.label_column or (spec.label_column if spec else None))
-    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path) if with_train else None
+    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path,
+                              cfg.max_train_samples) if with_train else None
     if train_src is not None and cfg.max_train_samples is not None:
         train_src = train_src.select(range(min(cfg.max_train_samples, len(train_src))))
     if cfg.max_eval_samples is not None:
@@ -271,10 +303,12 @@ def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
     if spec is None or spec.style == "imagenet":
         train_tf, test_tf = _imagenet_transforms(img_size, spec.crop_pct if spec else 0.875, cfg.hflip, mean, std)
     else:
-        train_tf, test_tf = _small_transforms(img_size, spec.crop_pct, cfg.translate, cfg.hflip, mean, std)
-    train = ImageDataset(train_src, train_tf, image_col, label_col, seed=cfg.seed) if with_train else None
-    test = ImageDataset(eval_src, test_tf, image_col, label_col, seed=cfg.seed)
-    return DataBundle(source, train, test, num_classes, 3, img_size, mean, std)
+        train_tf, test_tf = _small_transforms(img_size, spec, cfg.translate, cfg.hflip, mean, std)
+    in_chans = spec.in_chans if spec else 3
+    mode = "L" if in_chans == 1 else "RGB"
+    train = ImageDataset(train_src, train_tf, image_col, label_col, seed=cfg.seed, mode=mode) if with_train else None
+    test = ImageDataset(eval_src, test_tf, image_col, label_col, seed=cfg.seed, mode=mode)
+    return DataBundle(source, train, test, num_classes, in_chans, img_size, mean, std)
 
 
 def build_train_loader(bundle: DataBundle, cfg: TrainConfig) -> Tuple[DataLoader, EpochSampler]:

@@ -1,76 +1,124 @@
-"""``timm-lc replicate``: the paper's comparison at small scale on the embedded digits, several seeds.
+"""``timm-lc replicate``: the paper's comparison at small scale, several seeds, on real data.
 
-Trains the paper's variants with one small ResNet (``lc_resnet_tiny`` at the demo's canvas
-size, ``in_chans=1``) and one budget: ``conv`` (the same net with ordinary convolutions), ``lc``
-(locally connected, no sharing), ``lc_translations`` (n randomly translated copies of each
-image per batch), ``lc_share_1`` / ``lc_share_10`` / ``lc_share_100`` (Hebbian sleep-phase
-sharing every 1 / 10 / 100 optimiser steps) and ``lc_instant_10`` (pool means every 10 steps).
-Translation invariance matters: training digits move at most ``translate`` pixels from the
-canvas centre, test digits up to ``test_shift`` pixels (anywhere on the canvas), so a net must
-recognise digits at positions it never saw them in during training.
+Two studies, one set of variants: ``conv`` (the same net with ordinary convolutions), ``lc``
+(locally connected, no sharing), ``lc_translations`` (the reference's n-repetition baseline: n
+independently translated copies of each image per batch), ``lc_instant_1`` / ``lc_instant_10`` /
+``lc_instant_100`` (the reference's instant sharing over ``residue`` pools, borders included,
+every 1 / 10 / 100 optimiser steps: the setting behind the paper's numbers) and ``lc_hebb_10``
+(the Hebbian sleep, whose limit instant sharing is, over the same pools every 10 steps). Every
+variant has the same architecture, budget and optimiser; the test set is i.i.d.
 
-Writes ``replication.json`` (``{"dataset", "command", "setup", "runs": [{"variant", "seed",
-"test_acc" (percent), ...}], "summary"}``), ``replication.md`` (mean +- std per variant) and
-``replication.png`` to ``--output``; every run directory goes under ``--runs-dir``. With
-``--publish``, the best LC + sharing run and the best plain LC run get model cards and
-``hub/manifest.json`` entries, ready for ``timm-lc push``.
+* ``fashion-mnist``: Fashion-MNIST (real 28x28 photographs), zero-padded to 32x32 so the paper's
+  CIFAR ResNet-20 geometry applies (``lc_resnet20``, 1 input channel, stages 32/16/8 px;
+  widths narrowed to fit a CPU budget), trained on the first ``--train-samples`` training images,
+  tested on the standard 10,000 test images; flips on, no translation except ``lc_translations``
+  (the reference's CIFAR protocol).
+* ``digits``: the embedded scikit-learn digits on a 16x16 canvas (``lc_resnet_tiny``), placed
+  within +-``translate`` px of the centre in training *and* test (i.i.d.): the CI-sized check.
+
+Writes ``<name>.json`` (``{"dataset", "command", "setup", "train_samples", "image_size", "runs":
+[{"variant", "seed", "test_acc" (percent), ...}], "summary", "ordering", "gap_closed"}``),
+``<name>.md`` and ``<name>.png`` to ``--output`` (digits: ``replication.*``; Fashion-MNIST:
+``fashion_mnist.*``); run directories go under ``--runs-dir``. ``--smoke`` writes everything
+under ``--runs-dir``, never over committed results. ``--jobs N`` trains N runs at a time, each on
+its share of the CPU threads. With ``--publish``, the best sharing run and the best plain LC run
+get model cards and ``hub/manifest.json`` entries, ready for ``timm-lc push``.
 """
 import argparse
 import math
+import os
 import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
+
 from .._io import atomic_path, write_text_atomic
 
-__all__ = ["VARIANTS", "SHARING_VARIANTS", "DIAGNOSTIC_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
-           "write_results", "publish_checkpoints", "main"]
+__all__ = ["STUDIES", "VARIANTS", "SHARING_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
+           "ordering_checks", "gap_closed", "write_results", "publish_checkpoints", "main"]
 
 # Each variant is a set of TrainConfig keys over the common setup; nothing else differs between them.
+_INSTANT = dict(sleep=True, sleep_mode="instant", sleep_pools="residue")
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    "conv": dict(model="lc_resnet_tiny", model_kwargs={"locally_connected": False}, sleep=False),
-    "lc": dict(model="lc_resnet_tiny", sleep=False),
-    "lc_translations": dict(model="lc_resnet_tiny", sleep=False),  # + repeats (the --repeats option)
-    "lc_share_1": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="hebbian", sleep_every=1),
-    "lc_share_10": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="hebbian", sleep_every=10),
-    "lc_share_100": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="hebbian", sleep_every=100),
-    "lc_instant_10": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="instant", sleep_every=10),
-    # diagnostic, not one of the paper's variants: pool means over *all* positions after every step,
-    # i.e. the exact-convolution limit of sharing, to separate the pools' reach from the optimiser's
-    "lc_instant_full_1": dict(model="lc_resnet_tiny_hebb", sleep=True, sleep_mode="instant", sleep_pools="full",
-                              sleep_every=1),
+    "conv": dict(sleep=False),  # + the study's model with locally_connected=False
+    "lc": dict(sleep=False),
+    "lc_translations": dict(sleep=False),  # + the study's repeats and translation
+    "lc_instant_1": dict(_INSTANT, sleep_every=1),
+    "lc_instant_10": dict(_INSTANT, sleep_every=10),
+    "lc_instant_100": dict(_INSTANT, sleep_every=100),
+    "lc_hebb_10": dict(sleep=True, sleep_mode="hebbian", sleep_pools="residue", sleep_every=10),
 }
-SHARING_VARIANTS = ("lc_share_1", "lc_share_10", "lc_share_100", "lc_instant_10")
-DIAGNOSTIC_VARIANTS = ("lc_instant_full_1",)
-# the paper's expected ordering, best first (PAPER.md section 7)
-EXPECTED_ORDER = ("conv", "lc_share_1", "lc_share_10", "lc_share_100", "lc_translations", "lc")
+SHARING_VARIANTS = ("lc_instant_1", "lc_instant_10", "lc_instant_100", "lc_hebb_10")
+# the paper's expected ordering, best first (PAPER.md section 7 restated in docs/method.md)
+EXPECTED_ORDER = ("conv", "lc_instant_1", "lc_instant_10", "lc_instant_100", "lc_translations", "lc")
 
 PUBLISH_ORG = "timm-lc"
-PUBLISH_TAG = "digits_replication"
-RESULTS_NAME = "replication"
-DATASET_DESCRIPTION = ("scikit-learn digits (1,797 real 8x8 handwritten digits, embedded) on a {canvas}x{canvas} "
-                       "canvas: train placements within +-{translate} px of the centre, test placements within "
-                       "+-{test_shift} px")
 
 
-def study_setup(epochs: int = 20, lr: float = 0.01, batch_size: int = 64, canvas_size: int = 16,
-                translate: int = 2, test_shift: int = 4, repeats: int = 4, max_steps: Optional[int] = None,
-                max_train_samples: Optional[int] = None) -> Dict[str, Any]:
-    """The TrainConfig keys shared by every variant (the budget: same epochs, batch, lr schedule)."""
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("repeats", repeats)):
+@dataclass(frozen=True)
+class Study:
+    """One study's data, architecture and default budget."""
+    results_name: str
+    description: str
+    model: str  # sharing variants use its ``_hebb`` twin (same architecture, carries sleep settings)
+    model_kwargs: Dict[str, Any]
+    data: Dict[str, Any]  # TrainConfig keys of the data (every variant)
+    translations: Dict[str, Any]  # TrainConfig keys of lc_translations only
+    epochs: int
+    lr: float
+    batch_size: int
+    train_samples: Optional[int]
+    image_size: int
+    publish_tag: Optional[str] = None
+    defaults: Dict[str, Any] = field(default_factory=dict)
+
+
+STUDIES: Dict[str, Study] = {
+    "fashion-mnist": Study(
+        results_name="fashion_mnist",
+        description=("Fashion-MNIST (real 28x28 greyscale photographs, 10 classes) zero-padded to 32x32; "
+                     "first {train_samples} training images, standard 10,000-image test split (i.i.d.)"),
+        model="lc_resnet20", model_kwargs={"channels": [8, 16, 32], "stem_width": 8},
+        data=dict(dataset="fashion-mnist", translate=0, hflip=True),
+        translations=dict(repeats=2, translate=2), epochs=2, lr=1e-3, batch_size=64, train_samples=10000,
+        image_size=32),
+    "digits": Study(
+        results_name="replication",
+        description=("scikit-learn digits (1,797 real 8x8 handwritten digits, embedded) on a 16x16 canvas, "
+                     "placed within +-{translate} px of the centre in training and test (i.i.d.)"),
+        model="lc_resnet_tiny", model_kwargs={},
+        data=dict(dataset="demo", canvas_size=16, translate=2, test_shift=2),
+        translations=dict(repeats=4), epochs=20, lr=0.01, batch_size=64, train_samples=None, image_size=16,
+        publish_tag="digits_replication"),
+}
+
+
+def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optional[float] = None,
+                batch_size: Optional[int] = None, train_samples: Optional[int] = None,
+                max_steps: Optional[int] = None, repeats: Optional[int] = None,
+                eval_samples: Optional[int] = None) -> Dict[str, Any]:
+    """The TrainConfig keys shared by every variant of ``study`` (the budget: same epochs, batch, lr
+    schedule), with ``_``-prefixed keys that only some variants read."""
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
+    spec = STUDIES[study]
+    epochs = spec.epochs if epochs is None else epochs
+    translations = dict(spec.translations, **({} if repeats is None else {"repeats": repeats}))
+    for key, value in (("epochs", epochs), ("batch_size", batch_size or spec.batch_size),
+                       ("repeats", translations["repeats"])):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}: expected a positive integer, got {value!r}")
-    if test_shift < translate:
-        raise ValueError(f"test_shift ({test_shift}) smaller than translate ({translate}): the test would not "
-                         f"ask for more translation invariance than training provides")
+    milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)} - {epochs}) or [epochs]
     return dict(
-        dataset="demo", canvas_size=canvas_size, translate=translate, test_shift=test_shift,
-        epochs=epochs, max_steps=max_steps, batch_size=batch_size, opt="adamw", lr=lr, weight_decay=1e-4,
-        sched="multistep", decay_milestones=[epochs // 2, (3 * epochs) // 4], decay_rate=0.25,
-        max_train_samples=max_train_samples, progress=False, plots=True, log_every=20,
-        checkpoint_every=10 ** 9, keep_checkpoints=1, _repeats=repeats)
+        spec.data, epochs=epochs, max_steps=max_steps, batch_size=batch_size or spec.batch_size, opt="adamw",
+        lr=spec.lr if lr is None else lr, weight_decay=1e-4, sched="multistep", decay_milestones=milestones,
+        decay_rate=0.25, max_train_samples=spec.train_samples if train_samples is None else train_samples,
+        max_eval_samples=eval_samples,
+        progress=False, plots=True, log_every=20, checkpoint_every=10 ** 9, eval_every=10 ** 9, keep_checkpoints=1,
+        _study=study, _translations=translations)
 
 
 def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Path):
@@ -78,34 +126,60 @@ def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Pat
     from .config import config_from_dict
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    spec = STUDIES[setup["_study"]]
     values = {k: v for k, v in setup.items() if not k.startswith("_")}
     values.update(VARIANTS[variant])
+    values["model"] = spec.model + ("_hebb" if variant in SHARING_VARIANTS else "")
+    values["model_kwargs"] = dict(spec.model_kwargs, **({"locally_connected": False} if variant == "conv" else {}))
     if variant == "lc_translations":
-        values["repeats"] = setup["_repeats"]
-    values.update(seed=seed, name=f"replication-{variant}-seed{seed}",
+        values.update(setup["_translations"])
+    values.update(seed=seed, name=f"{spec.results_name}-{variant}-seed{seed}",
                   output_dir=str(runs_dir / variant / f"seed{seed}"), overwrite=True)
     return config_from_dict(values, source=f"replication variant {variant!r}")
 
 
-def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, Any], runs_dir: Path,
-              log=print) -> List[Dict[str, Any]]:
-    """Trains every (variant, seed), sequentially; returns one record per run."""
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _train_one(cfg) -> Dict[str, Any]:
     from .loop import train
-    records = []
-    total = len(variants) * len(seeds)
-    for i, (seed, variant) in enumerate((s, v) for s in seeds for v in variants):
-        cfg = variant_config(variant, seed, setup, runs_dir)
-        start = time.perf_counter()
-        final = train(cfg)
-        record = {"variant": variant, "seed": seed, "test_acc": float(final["test_acc"]),
-                  "test_loss": final.get("test_loss"), "train_acc": final.get("train_acc"),
-                  "snr": final.get("snr"), "steps": final["step"], "num_sleeps": final.get("num_sleeps", 0),
-                  "sleep_time_s": final.get("sleep_time", 0.0), "wall_time_s": time.perf_counter() - start,
-                  "run_dir": cfg.output_dir}
-        records.append(record)
-        log(f"[{i + 1}/{total}] {variant} seed {seed}: test_acc {record['test_acc']:.2f}% "
-            f"({record['wall_time_s']:.0f} s)")
-    return records
+    start = time.perf_counter()
+    final = train(cfg)
+    return {"test_acc": float(final["test_acc"]), "test_loss": final.get("test_loss"),
+            "train_acc": final.get("train_acc"), "snr": final.get("snr"), "steps": final["step"],
+            "num_sleeps": final.get("num_sleeps", 0), "sleep_time_s": final.get("sleep_time", 0.0),
+            "wall_time_s": time.perf_counter() - start, "run_dir": cfg.output_dir}
+
+
+def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, Any], runs_dir: Path,
+              jobs: int = 1, log=print) -> List[Dict[str, Any]]:
+    """Trains every (variant, seed), ``jobs`` at a time; returns one record per run, in run order."""
+    plan = [(v, s) for s in seeds for v in variants]
+    configs = [variant_config(v, s, setup, runs_dir) for v, s in plan]
+    records: List[Optional[Dict[str, Any]]] = [None] * len(plan)
+
+    def done(i: int, result: Dict[str, Any]) -> None:
+        variant, seed = plan[i]
+        records[i] = {"variant": variant, "seed": seed, **result}
+        finished = sum(r is not None for r in records)
+        log(f"[{finished}/{len(plan)}] {variant} seed {seed}: test_acc {result['test_acc']:.2f}% "
+            f"({result['wall_time_s']:.0f} s)")
+
+    if jobs == 1:
+        for i, cfg in enumerate(configs):
+            done(i, _train_one(cfg))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_train_one, cfg): i for i, cfg in enumerate(configs)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    return [r for r in records if r is not None]
 
 
 def summarise(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -130,7 +204,7 @@ def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     for a, b in zip(present, present[1:]):
         sa, sb = summary[a], summary[b]
         diff = sa["mean"] - sb["mean"]
-        strict = b in ("lc",) or (a, b) == ("lc_share_100", "lc_translations")
+        strict = b == "lc" or a in SHARING_VARIANTS and b == "lc_translations"
         spread = math.sqrt(sa["std"] ** 2 + sb["std"] ** 2)
         checks.append({"pair": f"{a} {'>' if strict else '>='} {b}", "difference": diff,
                        "holds": diff > 0 if strict else diff >= 0,
@@ -138,24 +212,41 @@ def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
     return checks
 
 
+def gap_closed(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
+    """Per variant, the share of the conv - LC gap it closes: (acc - lc) / (conv - lc), in mean accuracy."""
+    if "conv" not in summary or "lc" not in summary:
+        return {}
+    gap = summary["conv"]["mean"] - summary["lc"]["mean"]
+    if gap == 0:
+        return {}
+    return {v: (s["mean"] - summary["lc"]["mean"]) / gap for v, s in summary.items() if v not in ("conv", "lc")}
+
+
 def _markdown(results: Dict[str, Any]) -> str:
-    from timm_lc.models.lc_resnet import PAPER_SLEEP_CFG as sleep  # what the _hebb variants sleep with
     setup = results["setup"]
+    spec = STUDIES[setup["_study"]]
+    widths = spec.model_kwargs.get("channels")
+    arch = f"`{spec.model}`" + (f" at widths {'/'.join(map(str, widths))}" if widths else "")
+    tr = setup["_translations"]
     lines = [f"# Small-scale replication: {results['dataset']}", "",
              f"Command: `{results['command']}`", "",
-             f"One architecture for every variant: `lc_resnet_tiny` (stages 8/16/32, "
-             f"{setup['canvas_size']}x{setup['canvas_size']}, 1 channel; its `_hebb` twin for the sharing variants, "
-             f"convolutions for `conv`); {setup['epochs']} epochs, batch {setup['batch_size']}, AdamW lr "
-             f"{setup['lr']} (x{setup['decay_rate']} at epochs {setup['decay_milestones']}); sleep phases: "
-             f"{sleep['iterations']} iterations on {sleep['batch_size']} noise samples, gamma {sleep['gamma']}, "
-             f"{sleep['pools']} pools; "
-             f"`lc_translations`: {setup['_repeats']} translated copies per image. Test accuracy in percent, "
-             f"mean ± std over seeds.", "",
-             "| variant | test accuracy (%) | seeds | min | max | time per run (s) |", "|---|---|---|---|---|---|"]
+             f"One architecture for every variant: {arch} ({results['image_size']}x{results['image_size']}, "
+             f"1 channel; its `_hebb` twin for the sharing variants, convolutions for `conv`); "
+             f"{setup['epochs']} epochs on {results['train_samples']} training images, batch {setup['batch_size']}, "
+             f"AdamW lr {setup['lr']} wd {setup['weight_decay']} (x{setup['decay_rate']} at epochs "
+             f"{setup['decay_milestones']}); sharing over `residue` pools (borders included), instant or Hebbian "
+             f"(100 iterations on 128 noise samples, gamma 1e-05, fan-in normalised step); "
+             f"`lc_translations`: {tr['repeats']} copies per image"
+             + (f" translated by up to {tr['translate']} px" if tr.get("translate") else "")
+             + ". Test accuracy in percent, mean ± std over seeds.", "",
+             "| variant | test accuracy (%) | seeds | min | max | gap closed | time per run (s) |",
+             "|---|---|---|---|---|---|---|"]
     for variant, s in results["summary"].items():
+        closed = results["gap_closed"].get(variant)
         lines.append(f"| `{variant}` | {s['mean']:.1f} ± {s['std']:.1f} | {s['n']} | {s['min']:.1f} | "
-                     f"{s['max']:.1f} | {s['wall_time_s']:.0f} |")
-    lines += ["", f"Total wall time: {results['wall_time_s'] / 60:.1f} min.", "",
+                     f"{s['max']:.1f} | {'' if closed is None else f'{100 * closed:.0f}%'} | {s['wall_time_s']:.0f} |")
+    lines += ["", "`gap closed`: (variant - lc) / (conv - lc), in mean accuracy.", "",
+              f"Total wall time: {results['wall_time_s'] / 60:.1f} min ({results['jobs']} run(s) at a time).", "",
               "The paper's ordering, pair by pair (`within noise`: the difference of the means is smaller "
               "than their combined std):", "", "| pair | difference (points) | holds | within noise |",
               "|---|---|---|---|"]
@@ -174,8 +265,7 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.2 * len(variants) + 2, 4))
     means = [summary[v]["mean"] for v in variants]
     stds = [summary[v]["std"] for v in variants]
-    colours = ["tab:blue" if v == "conv" else "tab:green" if v in SHARING_VARIANTS
-               else "tab:purple" if v in DIAGNOSTIC_VARIANTS else "tab:orange"
+    colours = ["tab:blue" if v == "conv" else "tab:green" if v in SHARING_VARIANTS else "tab:orange"
                for v in variants]
     ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colours, alpha=0.7)
     for i, v in enumerate(variants):
@@ -183,11 +273,11 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
         ax.scatter([i] * len(accs), accs, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
     ax.axhline(10.0, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"digits, train shift ±{results['setup']['translate']} px, "
-                 f"test shift ±{results['setup']['test_shift']} px")
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, 10 * math.floor(low / 10) - 10), 100)
+    ax.set_title(STUDIES[results["setup"]["_study"]].results_name.replace("_", " ") + ": i.i.d. test")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     try:
@@ -198,10 +288,11 @@ def _plot(results: Dict[str, Any], path: Path) -> None:
 
 
 def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
-    """Writes ``replication.json``, ``.md`` and ``.png`` into ``output`` (atomically); returns their paths."""
+    """Writes ``<name>.json``, ``.md`` and ``.png`` into ``output`` (atomically); returns their paths."""
     import json
+    name = STUDIES[results["setup"]["_study"]].results_name
     output.mkdir(parents=True, exist_ok=True)
-    paths = {ext: output / f"{RESULTS_NAME}.{ext}" for ext in ("json", "md", "png")}
+    paths = {ext: output / f"{name}.{ext}" for ext in ("json", "md", "png")}
     write_text_atomic(paths["json"], json.dumps(results, indent=2) + "\n")
     write_text_atomic(paths["md"], _markdown(results))
     _plot(results, paths["png"])
@@ -209,7 +300,7 @@ def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
 
 
 def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path,
-                        org: str = PUBLISH_ORG, tag: str = PUBLISH_TAG) -> List[Dict[str, Any]]:
+                        org: str = PUBLISH_ORG) -> List[Dict[str, Any]]:
     """Model cards and manifest entries for the best LC + sharing run and the best plain LC run.
 
     The best sharing variant is the one with the highest mean test accuracy; of each chosen
@@ -217,17 +308,20 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
     directory (``README.md``) and ``cards_dir``; entries (revision None until pushed) into ``manifest``.
     """
     from timm_lc.hub import add_to_manifest, manifest_entry, render_model_card
+    spec = STUDIES[results["setup"]["_study"]]
+    if spec.publish_tag is None:
+        raise ValueError(f"study {results['setup']['_study']!r} has no published checkpoints")
     summary = results["summary"]
     sharing = [v for v in SHARING_VARIANTS if v in summary]
     chosen = []
     if sharing:
-        chosen.append((max(sharing, key=lambda v: summary[v]["mean"]), "lc_resnet_tiny_hebb"))
+        chosen.append((max(sharing, key=lambda v: summary[v]["mean"]), f"{spec.model}_hebb"))
     if "lc" in summary:
-        chosen.append(("lc", "lc_resnet_tiny"))
+        chosen.append(("lc", spec.model))
     published = []
     for variant, arch in chosen:
         run = max((r for r in results["runs"] if r["variant"] == variant), key=lambda r: r["test_acc"])
-        model_name = f"{arch}.{tag}"
+        model_name = f"{arch}.{spec.publish_tag}"
         repo_id = f"{org}/{model_name}"
         card = render_model_card(run["run_dir"], repo_id)
         write_text_atomic(Path(run["run_dir"]) / "README.md", card)
@@ -247,24 +341,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timm-lc replicate", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="digits", choices=list(STUDIES), help="which study")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="V",
                         help=f"variants to train, of: {', '.join(VARIANTS)}")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (the budget of every variant)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
     parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
-    parser.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate (every variant)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--canvas-size", type=int, default=16, help="the digits' canvas (the model's input size)")
-    parser.add_argument("--translate", type=int, default=2, help="training translation, max px from the centre")
-    parser.add_argument("--test-shift", type=int, default=4, help="test translation, max px from the centre")
-    parser.add_argument("--repeats", type=int, default=4, help="translated copies per image for lc_translations")
-    parser.add_argument("--output", default="recipes/results", help="where replication.{json,md,png} go")
-    parser.add_argument("--runs-dir", default="runs/replication", help="where the run directories go")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the study's)")
+    parser.add_argument("--train-samples", type=int, default=None,
+                        help="training images (default: the study's; digits: all 1,437)")
+    parser.add_argument("--repeats", type=int, default=None, help="copies per image for lc_translations")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cpu_count/jobs threads")
+    parser.add_argument("--output", default="recipes/results", help="where the results files go")
+    parser.add_argument("--runs-dir", default=None, help="where the run directories go (default: runs/<study>)")
     parser.add_argument("--publish", action="store_true",
                         help="write model cards and manifest entries for the best LC + sharing and plain LC runs")
     parser.add_argument("--manifest", default="hub/manifest.json", help="manifest that --publish adds to")
     parser.add_argument("--smoke", action="store_true",
-                        help="CI check: 1 seed, 10 steps, 256 training images (overrides --seeds/--steps)")
+                        help="CI check: 1 seed, 10 steps, 256 training and 512 test images, results under "
+                             "--runs-dir (overrides --seeds/--steps/--train-samples/--output)")
     return parser
 
 
@@ -275,28 +371,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         unknown = [v for v in args.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variant(s) {', '.join(unknown)}; expected any of {', '.join(VARIANTS)}")
-        if args.seeds < 1:
-            raise ValueError(f"--seeds: expected a positive integer, got {args.seeds}")
-        seeds, steps, samples, epochs = range(args.seeds), args.steps, None, args.epochs
+        for key in ("seeds", "jobs"):
+            if getattr(args, key) < 1:
+                raise ValueError(f"--{key}: expected a positive integer, got {getattr(args, key)}")
+        runs_dir = Path(args.runs_dir or Path("runs") / STUDIES[args.dataset].results_name)
+        seeds, steps, samples, epochs, output = range(args.seeds), args.steps, args.train_samples, args.epochs, \
+            Path(args.output)
+        eval_samples = None
         if args.smoke:
-            seeds, steps, samples, epochs = range(1), 10, 256, 3
-        setup = study_setup(epochs=epochs, lr=args.lr, batch_size=args.batch_size, canvas_size=args.canvas_size,
-                            translate=args.translate, test_shift=args.test_shift, repeats=args.repeats,
-                            max_steps=steps, max_train_samples=samples)
+            seeds, steps, samples, epochs, output = range(1), 10, 256, 3, runs_dir / "results"
+            eval_samples = 512
+        setup = study_setup(args.dataset, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
+                            train_samples=samples, max_steps=steps, repeats=args.repeats, eval_samples=eval_samples)
+        spec = STUDIES[args.dataset]
         variants = list(dict.fromkeys(args.variants))
         start = time.perf_counter()
-        runs = run_study(variants, list(seeds), setup, Path(args.runs_dir))
+        runs = run_study(variants, list(seeds), setup, runs_dir, jobs=args.jobs)
         summary = summarise(runs)
+        train_samples = setup["max_train_samples"] or 1437
         results = {
-            "dataset": DATASET_DESCRIPTION.format(canvas=args.canvas_size, translate=args.translate,
-                                                  test_shift=args.test_shift),
+            "dataset": spec.description.format(train_samples=train_samples, translate=setup.get("translate")),
             "command": "timm-lc replicate " + shlex.join(argv),
-            "setup": setup, "runs": runs, "summary": summary, "ordering": ordering_checks(summary),
-            "wall_time_s": time.perf_counter() - start,
+            "setup": setup, "train_samples": train_samples, "image_size": spec.image_size, "runs": runs,
+            "summary": summary, "ordering": ordering_checks(summary), "gap_closed": gap_closed(summary),
+            "jobs": args.jobs, "wall_time_s": time.perf_counter() - start,
         }
         if args.publish:
-            results["published"] = publish_checkpoints(results, Path(args.manifest), Path(args.output) / "cards")
-        paths = write_results(results, Path(args.output))
+            results["published"] = publish_checkpoints(results, Path(args.manifest), output / "cards")
+        paths = write_results(results, output)
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"timm-lc replicate: error: {e}", file=sys.stderr)
         return 2
