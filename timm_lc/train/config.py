@@ -57,7 +57,7 @@ class TrainConfig:
     clip_grad: Optional[float] = None
     label_smoothing: float = 0.0
     sched: str = "multistep"
-    decay_milestones: List[int] = field(default_factory=lambda: [15, 23])
+    decay_milestones: List[int] = field(default_factory=lambda: [15, 23])  # lr x decay_rate after m epochs
     decay_rate: float = 0.25
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,23 +45,27 @@ def resolve_output_dir(cfg: TrainConfig) -> Path:
 
 
 def holds_run(path: Path) -> bool:
+    """Whether ``path`` holds any file or folder a run (or ``timm-lc convert``) writes."""
     return path.is_dir() and any((path / name).exists() for name in _RUN_FILES + _RUN_DIRS)
 
 
-def _prepare_output_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
+def remove_run_files(path: Path) -> None:
+    """Removes only what a run writes (``--overwrite``); other files in the directory stay."""
+    for name in _RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    for name in _RUN_DIRS:
+        shutil.rmtree(path / name, ignore_errors=True)
+
+
+def _check_output_dir(cfg: TrainConfig, out: Path) -> None:
+    """Refuses a start that would clobber a run or resume nothing; reads, never writes."""
     if cfg.resume:
         if latest_checkpoint(out) is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {str(out / CHECKPOINTS_DIR)!r}; "
                                     f"start a new run (without --resume, or with --overwrite)")
-        return
-    if holds_run(out) and not cfg.overwrite:
+    elif holds_run(out) and not cfg.overwrite:
         raise RunExistsError(f"output directory {str(out)!r} already holds a run: pass --resume to continue it, "
                              f"--overwrite to replace it, or --output-dir DIR for a new one")
-    if is_main and holds_run(out):  # --overwrite: remove only what a run writes
-        for name in _RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        for name in _RUN_DIRS:
-            shutil.rmtree(out / name, ignore_errors=True)
 
 
 def create_run_model(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
@@ -110,6 +114,17 @@ def _total_snr(model: nn.Module, pools: str) -> Optional[float]:
     return float(snr) if snr is not None else None
 
 
+def _timm_milestones(cfg: TrainConfig) -> List[int]:
+    """``decay_milestones`` as timm's multistep scheduler reads them.
+
+    The config means what torch's ``MultiStepLR`` (and the reference code) means: the lr is
+    multiplied by ``decay_rate`` once ``m`` epochs are complete. timm applies milestone ``m`` one
+    epoch earlier (at epoch index ``m - 1``), so epoch milestones are passed on as ``m + 1``.
+    """
+    milestones = list(cfg.decay_milestones)
+    return milestones if cfg.sched_on_updates else [m + 1 for m in milestones]
+
+
 def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Trains as configured; returns the final metrics (also stored in the run's config.json)."""
     from accelerate import Accelerator
@@ -123,9 +138,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                               step_scheduler_with_optimizer=False)
     is_main = accelerator.is_main_process
     out = resolve_output_dir(cfg)
-    _prepare_output_dir(cfg, out, is_main)
+    _check_output_dir(cfg, out)
     accelerator.wait_for_everyone()
     if is_main:
+        if cfg.overwrite:
+            remove_run_files(out)
         out.mkdir(parents=True, exist_ok=True)
         remove_partial_checkpoints(out)
         save_config(cfg, out / RECIPE_NAME)
@@ -146,7 +163,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     batches_per_epoch = len(train_loader)
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_milestones=list(cfg.decay_milestones),
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_milestones=_timm_milestones(cfg),
         decay_rate=cfg.decay_rate, warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
         step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
     total_steps = num_epochs * updates_per_epoch
