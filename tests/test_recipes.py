@@ -12,13 +12,14 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 DATASET_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate")
 VARIANTS = {"conv", "lc", "lc_translations", "lc_hebb_every1", "lc_hebb_every10", "lc_hebb_every100",
             "lc_instant_every10"}
+EXTRA_VARIANTS = {"imagenet": {"lc_convstem_instant_every10"}}
 # a small input keeps every recipe's own architecture but makes 2 steps take a fraction of a second
 SMALL_IMG = {"cifar10": 8, "cifar100": 8, "tinyimagenet": 8, "imagenet": 32}
 
 
 def test_every_dataset_has_every_variant():
     for dataset in SMALL_IMG:
-        assert {p.stem for p in (RECIPES / dataset).glob("*.yaml")} == VARIANTS, dataset
+        assert {p.stem for p in (RECIPES / dataset).glob("*.yaml")} == VARIANTS | EXTRA_VARIANTS.get(dataset, set())
 
 
 def test_demo_recipe_equals_the_defaults():
@@ -42,17 +43,25 @@ def test_recipe_paper_settings(recipe):
     assert cfg.dataset == dataset and cfg.epochs == 200 and cfg.opt == "adamw"
     assert cfg.decay_milestones == [100, 150] and cfg.decay_rate == 0.25
     assert (cfg.lr, cfg.weight_decay) == ((5e-4, 1e-2) if dataset == "imagenet" else (0.01, 1e-4))
-    sleeping = recipe.stem.startswith(("lc_hebb", "lc_instant"))
-    assert cfg.model.endswith("_hebb") == sleeping
+    assert cfg.batch_size * cfg.repeats == (256 if dataset == "imagenet" else 512)
+    sleeping = recipe.stem.startswith(("lc_hebb", "lc_instant", "lc_convstem_instant"))
     assert (cfg.sleep is not False) == sleeping
-    if recipe.stem.startswith("lc_hebb_every"):
-        assert cfg.sleep_every == int(recipe.stem[len("lc_hebb_every"):]) and cfg.sleep_mode in (None, "hebbian")
-    if recipe.stem == "lc_instant_every10":
-        assert (cfg.sleep_every, cfg.sleep_mode) == (10, "instant")
+    if recipe.stem.startswith("lc_hebb_every"):  # the dynamic variants: the model's own (Hebbian) settings
+        assert cfg.model.endswith("_hebb") and cfg.sleep_mode is None and cfg.sleep_pools is None
+        assert cfg.sleep_every == int(recipe.stem[len("lc_hebb_every"):])
+    else:
+        assert not cfg.model.endswith("_hebb")
+    if "instant_every10" in recipe.stem:  # the reference README's main command
+        assert (cfg.sleep, cfg.sleep_every, cfg.sleep_mode, cfg.sleep_pools) == (True, 10, "instant", "residue")
+    if recipe.stem == "lc_convstem_instant_every10":
+        assert cfg.model == "lc_resnet18_half_convstem"
     if recipe.stem == "conv":
         assert cfg.model_kwargs == {"locally_connected": False}
-    if recipe.stem == "lc_translations":
-        assert cfg.repeats > 1
+    # the reference's augmentation: translations only in the translation baseline, flips but on TinyImageNet
+    assert (cfg.repeats > 1) == (recipe.stem == "lc_translations")
+    if dataset != "imagenet":
+        assert (cfg.translate > 0) == (recipe.stem == "lc_translations")
+    assert cfg.hflip == (dataset != "tinyimagenet")
 
 
 @pytest.mark.parametrize("recipe", DATASET_RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
