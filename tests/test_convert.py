@@ -234,7 +234,7 @@ def test_report_counts_parameters_without_converting():
     before = sum(p.numel() for p in model.parameters())
     report = lc_conversion_report(model, (3, 224, 224))
     assert _lc_names(model) == [] and all(p.device.type == "cpu" for p in model.parameters())
-    # oracle: each conv's weight repeated at every output position (PAPER.md section 2: ~1,813.6 M)
+    # oracle: each conv's weight repeated at every output position (~1,813.6 M, docs/method.md section 1)
     lc_weights = sum(layer.lc_params for layer in report.layers)
     assert round(lc_weights / 1e6, 1) == 1813.6
     assert report.params_before == before

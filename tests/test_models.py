@@ -21,7 +21,7 @@ EXPECTED = {
 
 
 def _weights(model):
-    """Conv / LC weights only (no BN, no FC), as PAPER.md section 2 counts them."""
+    """Conv / LC weights only (no BN, no FC), as docs/method.md section 1 counts them."""
     return sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 4)
 
 
@@ -38,7 +38,7 @@ def test_registry():
 
 
 @pytest.mark.parametrize("name, kwargs, millions", [
-    # PAPER.md section 2, computed from the reference architectures
+    # docs/method.md section 1, computed from the reference architectures
     ("lc_resnet20", {}, 40.8),
     ("lc_resnet20", {"keep_first": 1}, 40.4),
     ("lc_resnet20", {"locally_connected": False}, 0.27),

@@ -1,4 +1,4 @@
-"""Hebbian / rate sleep against an independent oracle and the analytic results of PAPER.md 4 and 6."""
+"""Hebbian / rate sleep against an independent oracle and the analytic results of docs/method.md section 3."""
 import json
 import math
 import warnings

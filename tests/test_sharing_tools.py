@@ -22,4 +22,4 @@ def test_bench_section_measures_a_layer_and_reads_model_shapes():
                   * k[0] * k[1] * ((size[0] + pads[2] + pads[3] - k[0]) // s[0] + 1)
                   * ((size[1] + pads[0] + pads[1] - k[1]) // s[1] + 1)
                   for (cin, cout, k, size, s, pads, dil, groups, bias), count in shapes.items())
-    assert round(weights / 1e6, 1) == 40.8  # PAPER.md section 2: LC ResNet-20 at 32x32
+    assert round(weights / 1e6, 1) == 40.8  # docs/method.md section 1: LC ResNet-20 at 32x32

@@ -1,4 +1,4 @@
-"""Sleep-phase weight sharing for LocallyConnected2d layers (PAPER.md sections 3, 4 and 6).
+"""Sleep-phase weight sharing for LocallyConnected2d layers (docs/method.md sections 2-4).
 
 ``share_weights_`` shares filters within pools (instant, Hebbian or rate dynamics);
 ``sharing_snr`` measures how shared they are; ``find_pools`` / ``pool_ids`` say who shares with whom.

@@ -60,7 +60,7 @@ def share_weights_(
 ) -> SharingReport:
     """Shares the filters of every LocallyConnected2d in ``module`` (or ``module`` itself), in place.
 
-    Modes (PAPER.md section 4): ``instant`` sets every pooled filter to its pool mean;
+    Modes (docs/method.md section 3): ``instant`` sets every pooled filter to its pool mean;
     ``hebbian`` runs ``iterations`` anti-Hebbian steps on ``batch_size`` tiled k x k Gaussian noise
     patches, anchored to the starting weights with ``gamma``; ``rate`` simulates the lateral
     circuit (options ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol``; see ``rate``). ``pools``

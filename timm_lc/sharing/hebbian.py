@@ -1,7 +1,7 @@
 """The Hebbian sleep of one layer: stochastic anti-Hebbian updates on tiled Gaussian noise.
 
 Exact gradient descent on ``1/2 sum_i (z_i - zbar)^2 + gamma/2 sum_i |w_i - w_i^anchor|^2`` within
-each pool (PAPER.md section 4), with the anchor = the weights at the start of the sleep:
+each pool (docs/method.md section 3), with the anchor = the weights at the start of the sleep:
 
     w_i <- w_i - eta [ mean_batch (z_i - zbar) x + gamma (w_i - w_i^anchor) ]
 

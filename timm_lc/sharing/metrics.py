@@ -2,7 +2,7 @@
 
 For every pool with at least two members, output channel and kernel entry, m is the pool mean of
 that weight and v its pool variance (population variance over the members). The SNR is the mean
-of ``m^2 / v`` over all those entries (PAPER.md section 6: it measures the distance from the
+of ``m^2 / v`` over all those entries (docs/method.md section 4: it measures the distance from the
 k^2-group solution that sharing produces, not from a full convolution). ``v`` is floored at the
 fp32 resolution of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2)
 instead of inf. The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters:

@@ -6,8 +6,8 @@ Position (h, w) reads pixel ``(h*s_h + u*d_h - pad_top, w*s_w + v*d_w - pad_left
 offset (u, v). If it only ever reads the tiling (no zero padding), the noise it sees at offset
 (u, v) is ``xi[:, (r_h + u*d_h) mod kh, (r_w + v*d_w) mod kw]`` with the *residue*
 ``r = ((h*s_h - pad_top) mod kh, (w*s_w - pad_left) mod kw)``: two such positions see identical
-noise exactly when their residues agree, so the pools are residue classes (PAPER.md section 3,
-which states the stride-1 case as (h mod k, w mod k)). This holds for any stride, dilation,
+noise exactly when their residues agree, so the pools are residue classes (docs/method.md section 2).
+This holds for any stride, dilation,
 padding, non-square input and groups (each group's filters see their own channels' noise).
 
 ``paper`` pools are these residue classes of the *regular* positions: those whose whole receptive

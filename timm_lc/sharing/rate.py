@@ -1,4 +1,4 @@
-"""The lateral circuit behind dynamic weight sharing, simulated explicitly (PAPER.md section 4).
+"""The lateral circuit behind dynamic weight sharing, simulated explicitly (docs/method.md section 3).
 
 Every pool has excitatory rates r_i (its members) and one inhibitory rate r_inh:
 

@@ -1,4 +1,4 @@
-"""Step sizes of the Hebbian sleep, from the expected contraction of the deviation (PAPER.md 6).
+"""Step sizes of the Hebbian sleep, from the expected contraction of the deviation (docs/method.md 3).
 
 One update on a pool's deviations D (filters minus pool mean) with B white-noise samples
 ``A = X X^T / B`` (d = fan-in) is ``D <- D (I - eta A) - eta gamma (D - D_anchor)``. With

@@ -52,7 +52,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "lc_hebb_10": dict(sleep=True, sleep_mode="hebbian", sleep_pools="residue", sleep_every=10),
 }
 SHARING_VARIANTS = ("lc_instant_1", "lc_instant_10", "lc_instant_100", "lc_hebb_10")
-# the paper's expected ordering, best first (PAPER.md section 7 restated in docs/method.md)
+# the paper's expected ordering, best first (docs/method.md)
 EXPECTED_ORDER = ("conv", "lc_instant_1", "lc_instant_10", "lc_instant_100", "lc_translations", "lc")
 
 PUBLISH_ORG = "timm-lc"
