@@ -263,7 +263,7 @@ def test_noise_init_scatters_around_the_kernel():
 
 def test_convert_cli_saves_and_reloads(tmp_path, capsys):
     from timm_lc.cli import main as cli_main
-    from timm_lc.convert_cli import load_converted, main
+    from timm_lc.convert_cli import main
 
     out = tmp_path / "lc"
     assert main(["test_resnet", "--input-size", "3", "32", "32", "--output", str(out), "--keep-first", "1",
@@ -273,7 +273,7 @@ def test_convert_cli_saves_and_reloads(tmp_path, capsys):
     settings = config["lc_conversion"]
     assert settings["keep_first"] == 1 and settings["input_size"] == [3, 32, 32]
     assert settings["report"]["kept"] == ["conv1.0"] and len(settings["report"]["converted"]) == 14
-    model = load_converted(out)
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert len(_lc_names(model)) == len(settings["report"]["converted"])
     assert sum(p.numel() for p in model.parameters()) == settings["report"]["params_after"]
     reference = timm.create_model("test_resnet", num_classes=5).eval()

@@ -1,10 +1,15 @@
 """Conversion between convolutional and locally connected (LC) models.
 
-``convert_to_lc`` records every ``nn.Conv2d``'s input size with one forward pass, then swaps
+``convert_to_lc_`` records every ``nn.Conv2d``'s input size with one forward pass, then swaps
 each selected conv for a ``LocallyConnected2d`` whose every position holds the conv's
 effective kernel, so the converted model computes exactly what the original did.
-``lc_to_conv`` goes back, averaging each LC layer's filters over positions (instant full
-sharing), which is exact when the filters are all equal.
+``lc_to_conv_`` goes back, averaging each LC layer's filters over positions (instant full
+sharing), which is exact when the filters are all equal. Both change the model in place (the
+trailing underscore, as in torch) and return it; ``convert_to_lc`` / ``lc_to_conv`` are aliases.
+
+A converted timm model is saved and reloaded as the timm architecture ``lc_converted``
+(``base`` + ``input_size`` + the selection as model args), so ``timm.create_model("local-dir:DIR")``
+rebuilds what ``timm-lc convert`` wrote.
 
 timm's conv subclasses are resolved to their effective kernel and padding (``Conv2dSame``'s
 dynamic TF 'same' padding, the weight standardisation of ``StdConv2d`` and friends); other
@@ -21,12 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 from timm.layers.conv2d_same import Conv2dSameExport
+from timm.models import build_model_with_cfg, create_model, get_pretrained_cfg, register_model
 
 from .layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = [
-    "ConversionReport", "ConvertedLayer", "convert_to_lc", "lc_conversion_report", "lc_to_conv",
-    "record_conv_input_sizes", "register_conv_handler", "effective_conv_kernel", "replace_submodule",
+    "ConversionReport", "ConvertedLayer", "convert_to_lc_", "convert_to_lc", "lc_conversion_report", "lc_to_conv_",
+    "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "effective_conv_kernel", "replace_submodule",
+    "LC_CONVERTED", "lc_converted_cfg", "lc_converted",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -208,7 +215,7 @@ class ConvertedLayer:
 
 @dataclass
 class ConversionReport:
-    """What ``convert_to_lc`` did (or would do): converted layers and parameter counts."""
+    """What ``convert_to_lc_`` did (or would do): converted layers and parameter counts."""
     input_size: Tuple[int, int, int]
     layers: List[ConvertedLayer] = field(default_factory=list)
     kept: List[str] = field(default_factory=list)
@@ -287,7 +294,7 @@ def lc_conversion_report(
         include: Patterns = None,
         exclude: Patterns = None,
 ) -> ConversionReport:
-    """What ``convert_to_lc`` would do, without converting: the forward runs on the meta device.
+    """What ``convert_to_lc_`` would do, without converting: the forward runs on the meta device.
 
     Useful to size a conversion (e.g. the ~1.8 B parameters of ResNet-18 at 224x224) before
     allocating it.
@@ -303,7 +310,7 @@ def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def convert_to_lc(
+def convert_to_lc_(
         model: nn.Module,
         input_size: Sequence[int],
         keep_first: int = 0,
@@ -327,7 +334,8 @@ def convert_to_lc(
         generator: random generator for the noise.
 
     Returns:
-        The same model object, with ``model.lc_conversion_report`` (a ``ConversionReport``).
+        The same model object, changed in place, with ``model.lc_conversion_report`` (a
+        ``ConversionReport``); copy the model first (``copy.deepcopy``) to keep the original.
 
     Raises:
         TypeError: a selected conv is an unknown Conv2d subclass overriding forward.
@@ -339,9 +347,14 @@ def convert_to_lc(
         lc = LocallyConnected2d.from_conv(conv, size, noise=noise, kernel=kernel, padding=padding,
                                           generator=generator)
         replace_submodule(model, name, lc)
+    if selected and hasattr(model, "_traits"):  # timm's record of input constraints: LC layers take one size
+        model._traits = dict(model._traits, fixed_input_size=True)
     model.lc_conversion_report = report
     _logger.info(str(report))
     return model
+
+
+convert_to_lc = convert_to_lc_  # alias: converts in place too
 
 
 def _lc_padding(lc: LocallyConnected2d) -> Tuple[Type[nn.Conv2d], Union[str, Tuple[int, int]]]:
@@ -357,19 +370,24 @@ def _lc_padding(lc: LocallyConnected2d) -> Tuple[Type[nn.Conv2d], Union[str, Tup
 
 
 @torch.no_grad()
-def lc_to_conv(model: nn.Module) -> nn.Module:
+def lc_to_conv_(model: nn.Module) -> nn.Module:
     """Replaces every ``LocallyConnected2d`` by a Conv2d holding its filters' mean over positions.
 
     The bias is the mean over positions too. Exact when all positions hold the same filter
-    (e.g. right after ``convert_to_lc``, or after full sharing); otherwise it is the instant
-    full-sharing limit. Works in place and returns the model; a bare LC layer returns its conv.
+    (e.g. right after ``convert_to_lc_``, or after full sharing); otherwise it is the instant
+    full-sharing limit. Works in place and returns the model (its ``lc_conversion_report``, which
+    no longer describes it, is removed); a bare LC layer returns its conv.
     """
     if isinstance(model, LocallyConnected2d):
         return _lc_to_conv_layer(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, LocallyConnected2d):
             replace_submodule(model, name, _lc_to_conv_layer(module))
+    model.__dict__.pop("lc_conversion_report", None)
     return model
+
+
+lc_to_conv = lc_to_conv_  # alias: converts in place too
 
 
 def _lc_to_conv_layer(lc: LocallyConnected2d) -> nn.Conv2d:
@@ -383,3 +401,45 @@ def _lc_to_conv_layer(lc: LocallyConnected2d) -> nn.Conv2d:
         conv.bias.copy_(lc.bias.mean(dim=(1, 2)))
     conv.train(lc.training)
     return conv
+
+
+# ---------------------------------------------------------------------------------------------
+# the timm architecture of a converted model (what `timm-lc convert` saves)
+# ---------------------------------------------------------------------------------------------
+
+LC_CONVERTED = "lc_converted"
+# weight sources of the conv model: a converted model's weights come only from its own checkpoint
+_SOURCE_KEYS = ("hf_hub_id", "hf_hub_filename", "url", "file", "state_dict", "source", "tag", "pool_size",
+                "test_input_size", "test_crop_pct")
+
+
+def lc_converted_cfg(base_cfg: Dict, input_size: Sequence[int]) -> Dict:
+    """The pretrained cfg of a converted model: the conv model's preprocessing (mean, std, crop,
+    classifier, labels) at the fixed LC ``input_size``, without the conv model's weight source."""
+    cfg = {k: v for k, v in dict(base_cfg).items() if k not in _SOURCE_KEYS}
+    cfg.update(architecture=LC_CONVERTED, input_size=_check_input_size(input_size), fixed_input_size=True)
+    return cfg
+
+
+def _build_converted(base: str, input_size: Sequence[int], keep_first: int, keep_1x1: bool, include: Patterns,
+                     exclude: Patterns, **kwargs) -> nn.Module:
+    model = create_model(base, **kwargs)
+    return convert_to_lc_(model, input_size, keep_first=keep_first, keep_1x1=keep_1x1, include=include,
+                          exclude=exclude)
+
+
+@register_model
+def lc_converted(pretrained: bool = False, base: str = "resnet18", input_size: Sequence[int] = (3, 224, 224),
+                 keep_first: int = 0, keep_1x1: bool = False, include: Patterns = None, exclude: Patterns = None,
+                 pretrained_cfg: Optional[Dict] = None, **kwargs) -> nn.Module:
+    """timm model ``base`` (any timm name) converted with ``convert_to_lc_`` at ``input_size``.
+
+    The weights are an exact LC copy of the conv model's init; ``pretrained=True`` loads a saved
+    converted checkpoint (``timm.create_model("local-dir:DIR", pretrained=True)``).
+    """
+    if pretrained_cfg is None:
+        pretrained_cfg = lc_converted_cfg(get_pretrained_cfg(base).to_dict(), input_size)
+    return build_model_with_cfg(
+        _build_converted, LC_CONVERTED, pretrained, pretrained_cfg=pretrained_cfg, kwargs_filter=("img_size",),
+        base=base, input_size=tuple(input_size), keep_first=keep_first, keep_1x1=keep_1x1, include=include,
+        exclude=exclude, **kwargs)
