@@ -1,11 +1,13 @@
-"""``timm-lc replicate``: the smoke study on the real embedded digits, its outputs, summary and publishing."""
+"""``timm-lc replicate``: the smoke studies on real data (embedded digits, Fashion-MNIST), outputs,
+summary and publishing."""
 import json
 import statistics
 
 import pytest
 
+from timm_lc.train import fashion_mnist
 from timm_lc.train.replicate import (
-    SHARING_VARIANTS, VARIANTS, main, ordering_checks, study_setup, summarise, variant_config)
+    SHARING_VARIANTS, VARIANTS, gap_closed, main, ordering_checks, study_setup, summarise, variant_config)
 
 
 @pytest.fixture(scope="module")
@@ -14,16 +16,18 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("replicate")
     manifest = root / "manifest.json"
     manifest.write_text(json.dumps({"organization": "timm-lc", "checkpoints": []}))
-    argv = ["--smoke", "--output", str(root / "results"), "--runs-dir", str(root / "runs"),
+    argv = ["--smoke", "--output", str(root / "untouched"), "--runs-dir", str(root / "runs"),
             "--publish", "--manifest", str(manifest)]
     assert main(argv) == 0
-    return root, json.loads((root / "results" / "replication.json").read_text())
+    assert not (root / "untouched").exists()  # --smoke never writes over the results directory
+    return root, json.loads((root / "runs" / "results" / "replication.json").read_text())
 
 
 def test_smoke_writes_json_table_and_plot(smoke):
     root, results = smoke
-    assert isinstance(results["dataset"], str) and "digits" in results["dataset"]
+    assert isinstance(results["dataset"], str) and "digits" in results["dataset"] and "i.i.d." in results["dataset"]
     assert results["command"].startswith("timm-lc replicate --smoke")
+    assert results["train_samples"] == 256 and results["image_size"] == 16
     runs = results["runs"]
     assert [(r["variant"], r["seed"]) for r in runs] == [(v, 0) for v in VARIANTS]
     for run in runs:
@@ -34,14 +38,14 @@ def test_smoke_writes_json_table_and_plot(smoke):
         config = json.loads((root / "runs" / run["variant"] / "seed0" / "config.json").read_text())
         assert config["metrics"]["test_acc"] == pytest.approx(run["test_acc"])
     sleeps = {r["variant"]: r["num_sleeps"] for r in runs}
-    assert sleeps == {"conv": 0, "lc": 0, "lc_translations": 0, "lc_share_1": 10, "lc_share_10": 1,
-                      "lc_share_100": 0, "lc_instant_10": 1, "lc_instant_full_1": 10}
-    table = (root / "results" / "replication.md").read_text()
+    assert sleeps == {"conv": 0, "lc": 0, "lc_translations": 0, "lc_instant_1": 10, "lc_instant_10": 1,
+                      "lc_instant_100": 0, "lc_hebb_10": 1}
+    table = (root / "runs" / "results" / "replication.md").read_text()
     for variant in VARIANTS:
         assert f"| `{variant}` | {results['summary'][variant]['mean']:.1f} ± 0.0 | 1 |" in table
-    png = (root / "results" / "replication.png").read_bytes()
+    png = (root / "runs" / "results" / "replication.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((root / "results").glob(".*tmp*"))
+    assert not list((root / "runs" / "results").glob(".*tmp*"))
 
 
 def test_smoke_publishes_cards_and_manifest_entries(smoke):
@@ -59,41 +63,66 @@ def test_smoke_publishes_cards_and_manifest_entries(smoke):
         assert entry["sha256"] == file_sha256(run_dir / "model.safetensors")
         assert entry["input_size"] == [1, 16, 16] and entry["num_classes"] == 10
         card = (run_dir / "README.md").read_text()
-        assert card == (root / "results" / "cards" / f"{model}.md").read_text()
+        assert card == (root / "runs" / "results" / "cards" / f"{model}.md").read_text()
         assert entry["sha256"] in card and "test_acc" in card
 
 
-def test_variants_differ_only_in_their_own_keys(tmp_path):
-    setup = study_setup(epochs=4, repeats=3)
+@pytest.mark.parametrize("study", ["digits", "fashion-mnist"])
+def test_variants_differ_only_in_their_own_keys(study, tmp_path):
+    setup = study_setup(study, epochs=4, repeats=3)
     configs = {v: variant_config(v, 1, setup, tmp_path).to_dict() for v in VARIANTS}
-    own = {"model", "model_kwargs", "sleep", "sleep_mode", "sleep_pools", "sleep_every", "repeats", "name", "output_dir"}
+    own = {"model", "model_kwargs", "sleep", "sleep_mode", "sleep_pools", "sleep_every", "repeats", "translate",
+           "name", "output_dir"}
     base = configs["lc"]
     for variant, cfg in configs.items():
         assert {k for k in cfg if cfg[k] != base[k]} <= own, variant
-        assert cfg["seed"] == 1 and cfg["epochs"] == 4
+        assert cfg["seed"] == 1 and cfg["epochs"] == 4 and cfg["decay_milestones"] == [2, 3]
+        assert cfg["model"] == base["model"] + ("_hebb" if variant in SHARING_VARIANTS else "")
     assert configs["lc_translations"]["repeats"] == 3 and configs["lc"]["repeats"] == 1
-    assert configs["conv"]["model_kwargs"] == {"locally_connected": False}
+    assert configs["conv"]["model_kwargs"] == dict(base["model_kwargs"], locally_connected=False)
     assert [configs[v]["sleep_every"] for v in SHARING_VARIANTS] == [1, 10, 100, 10]
-    assert configs["lc_instant_10"]["sleep_mode"] == "instant"
+    assert [configs[v]["sleep_mode"] for v in SHARING_VARIANTS] == ["instant"] * 3 + ["hebbian"]
+    assert {configs[v]["sleep_pools"] for v in SHARING_VARIANTS} == {"residue"}
+    if study == "fashion-mnist":  # the reference's CIFAR protocol: translations only in the baseline
+        assert base["dataset"] == "fashion-mnist" and base["max_train_samples"] == 10000 and base["hflip"]
+        assert base["translate"] == 0 < configs["lc_translations"]["translate"]
+        assert base["model"] == "lc_resnet20" and base["model_kwargs"]["channels"] == [8, 16, 32]
+    else:  # i.i.d. test: test placements drawn like the training ones
+        assert base["test_shift"] == base["translate"] == 2
+
+
+@pytest.mark.skipif(fashion_mnist.local_dir() is None, reason="needs the Debian package dataset-fashion-mnist")
+def test_fashion_mnist_smoke_study(tmp_path):
+    argv = ["--dataset", "fashion-mnist", "--smoke", "--variants", "lc", "lc_instant_10", "--steps", "2",
+            "--runs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "results" / "fashion_mnist.json").read_text())
+    assert results["image_size"] == 32 and results["train_samples"] == 256
+    assert [(r["variant"], r["steps"]) for r in results["runs"]] == [("lc", 2), ("lc_instant_10", 2)]
+    config = json.loads((tmp_path / "lc_instant_10" / "seed0" / "config.json").read_text())
+    assert config["pretrained_cfg"]["input_size"] == [1, 32, 32]
+    assert (tmp_path / "results" / "fashion_mnist.md").is_file() and (tmp_path / "results" / "fashion_mnist.png").is_file()
 
 
 def test_summary_and_ordering_against_hand_computed_values():
     runs = [{"variant": v, "seed": s, "test_acc": a, "wall_time_s": 1.0}
-            for v, accs in (("conv", (90.0, 92.0, 94.0)), ("lc_share_1", (80.0, 80.0, 80.0)),
+            for v, accs in (("conv", (90.0, 92.0, 94.0)), ("lc_instant_1", (80.0, 80.0, 80.0)),
                             ("lc", (81.0, 70.0, 59.0))) for s, a in enumerate(accs)]
     summary = summarise(runs)
     assert summary["conv"]["mean"] == 92.0 and summary["conv"]["std"] == pytest.approx(2.0)
     assert summary["lc"]["std"] == pytest.approx(statistics.stdev([81.0, 70.0, 59.0])) == pytest.approx(11.0)
     checks = {c["pair"]: c for c in ordering_checks(summary)}
-    assert checks["conv >= lc_share_1"]["holds"] and not checks["conv >= lc_share_1"]["within_noise"]
-    assert checks["lc_share_1 > lc"]["holds"] and checks["lc_share_1 > lc"]["within_noise"]
-    assert checks["lc_share_1 > lc"]["difference"] == pytest.approx(10.0)
+    assert checks["conv >= lc_instant_1"]["holds"] and not checks["conv >= lc_instant_1"]["within_noise"]
+    assert checks["lc_instant_1 > lc"]["holds"] and checks["lc_instant_1 > lc"]["within_noise"]
+    assert checks["lc_instant_1 > lc"]["difference"] == pytest.approx(10.0)
+    assert gap_closed(summary) == {"lc_instant_1": pytest.approx(10.0 / 22.0)}
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--variants", "lc", "cnn"], "unknown variant(s) cnn"),
     (["--seeds", "0"], "--seeds: expected a positive integer"),
-    (["--translate", "4", "--test-shift", "2"], "test_shift (2) smaller than translate (4)"),
+    (["--jobs", "0"], "--jobs: expected a positive integer"),
+    (["--repeats", "0"], "repeats: expected a positive integer"),
 ])
 def test_bad_options_are_reported(argv, message, capsys, tmp_path):
     assert main(argv + ["--runs-dir", str(tmp_path)]) == 2
