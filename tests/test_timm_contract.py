@@ -193,6 +193,23 @@ def test_model_forward_fx(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
+def test_model_forward_fx_torchscript(name):
+    """timm's own test: fx-trace (scriptable layers), then TorchScript the traced graph."""
+    with set_scriptable(True):
+        model = timm.create_model(name, pretrained=False)
+    model.eval()
+    x = _input(model)
+    with torch.no_grad():
+        expected = model(x)
+    scripted = torch.jit.script(_create_fx_model(model))
+    with torch.inference_mode():
+        out = tuple(scripted(x).values())[0]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="input size"):  # the scripted size check still refuses other sizes
+        scripted(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("name", SMALL)
 def test_model_backward_fx(name):
     model = timm.create_model(name, pretrained=False, num_classes=42).train()
     num_params = sum(p.numel() for p in model.parameters())

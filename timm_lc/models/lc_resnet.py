@@ -49,12 +49,14 @@ PAPER_SLEEP_CFG: Dict[str, Any] = dict(
 
 
 @register_notrace_function
-def _check_image_size(x: torch.Tensor, input_size: Tuple[int, int, int]) -> torch.Tensor:
-    """Clear error for an image the fixed-size LC layers were not built for (an fx leaf)."""
-    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(input_size):
+def _check_image_size(x: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """Clear error for an image the fixed-size LC layers were not built for (an fx leaf, scriptable)."""
+    if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != height or x.shape[3] != width:
+        if torch.jit.is_scripting():
+            raise ValueError("input size differs from the size this locally connected model was built for")
         raise ValueError(
-            f"this locally connected model was built for input size {tuple(input_size)} (C, H, W) and "
-            f"accepts only (N, {', '.join(map(str, input_size))}) batches, got {tuple(x.shape)}; "
+            f"this locally connected model was built for input size {(channels, height, width)} (C, H, W) and "
+            f"accepts only (N, {channels}, {height}, {width}) batches, got {tuple(x.shape)}; "
             f"build it with img_size=(H, W) for another size")
     return x
 
@@ -206,7 +208,7 @@ class LcResNet(nn.Module):
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
             if self.locally_connected:
-                x = _check_image_size(x, (self.in_chans, self.img_size[0], self.img_size[1]))
+                x = _check_image_size(x, self.in_chans, self.img_size[0], self.img_size[1])
         return x
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
