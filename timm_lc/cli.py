@@ -12,6 +12,7 @@ COMMANDS = {
     "push": ("timm_lc.hub_cli", "publish a run directory to the Hugging Face Hub"),
     "sleep-convergence": ("timm_lc.sharing.convergence", "plot Hebbian sleep convergence vs theory"),
     "replicate": ("timm_lc.train.replicate", "small-scale replication study of the paper"),
+    "doctor": ("timm_lc.doctor", "the prepared GPU check: CUDA tests, layer bench, sleep, training (one JSON)"),
 }
 
 

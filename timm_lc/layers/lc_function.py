@@ -11,13 +11,17 @@ reuses one patch-sized buffer for the weight and input gradients.
 On the CPU (groups = 1) the patches are never materialised at all: for each output row and
 kernel row, the patches of all positions in that row are overlapping windows of one
 contiguous input row, so a strided view feeds the batched matmul directly and every
-intermediate stays cache-sized ("row" path). CUDA and grouped layers use the gather path,
-which issues a handful of large kernels instead of one per row.
+intermediate stays cache-sized ("row" path). Grouped layers use the gather path, which
+issues a handful of large kernels instead of one per row, and CUDA uses implicit-GEMM Triton
+kernels that read the input directly (``triton_lc``; the gather path when triton is missing).
+``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
 """
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .kernels import get_lc_kernel, triton_kernels, triton_unusable
 
 
 def gather_patches(
@@ -161,6 +165,26 @@ def _use_rows(x: Tensor, groups: int) -> bool:
     return groups == 1 and x.device.type == "cpu"
 
 
+def select_kernel(x: Tensor, groups: int) -> str:
+    """The kernel (``rows``, ``gather`` or ``triton``) the LC op runs on ``x`` under the current selection.
+
+    ``auto`` never picks Triton's (slow) interpreter; a kernel selected by name that cannot run
+    on ``x`` is a ValueError saying why.
+    """
+    name = get_lc_kernel()
+    if name == "auto":
+        if x.device.type == "cuda" and triton_unusable(x) is None and not triton_kernels().INTERPRETED:
+            return "triton"
+        return "rows" if _use_rows(x, groups) else "gather"
+    if name == "rows" and groups != 1:
+        raise ValueError(f"LC kernel 'rows' needs groups == 1, got groups={groups}; select 'gather' or 'auto'")
+    if name == "triton":
+        reason = triton_unusable(x)
+        if reason is not None:
+            raise ValueError(f"LC kernel 'triton' cannot run here: {reason}; select 'gather' or 'auto'")
+    return name
+
+
 def _output_memory_format(x: Tensor) -> torch.memory_format:
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
@@ -172,14 +196,18 @@ class LocallyConnected2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, kernel_size, stride, dilation, groups):
+        kernel = select_kernel(x, groups)
         x_hwcb = x.permute(2, 3, 1, 0).contiguous()
-        if _use_rows(x, groups):
+        if kernel == "rows":
             out = _forward_rows(x_hwcb, weight, bias, kernel_size, stride, dilation).permute(3, 2, 0, 1)
+        elif kernel == "triton":
+            out = triton_kernels().lc_forward(x_hwcb, weight, bias, stride, dilation, groups).permute(3, 2, 0, 1)
         else:
             out = _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
         ctx.save_for_backward(x_hwcb, weight)
         ctx.has_bias = bias is not None
         ctx.conf = (kernel_size, stride, dilation, groups)
+        ctx.kernel = kernel
         return out.contiguous(memory_format=_output_memory_format(x))
 
     @staticmethod
@@ -193,10 +221,16 @@ class LocallyConnected2dFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if need_b and ctx.has_bias:
             grad_b = g.sum(-1).view(ho, wo, c_out).permute(2, 0, 1).contiguous()
-        if (need_w or need_x) and _use_rows(x_hwcb, groups):
+        if (need_w or need_x) and ctx.kernel == "rows":
             grad_x_hwcb, grad_w = _backward_rows(x_hwcb, weight, g.view(ho, wo, c_out, -1), need_x, need_w,
                                                  kernel_size, stride, dilation)
             grad_x = None if grad_x_hwcb is None else grad_x_hwcb.permute(3, 2, 0, 1)
+        elif (need_w or need_x) and ctx.kernel == "triton":
+            kernels, g = triton_kernels(), g.view(ho * wo, c_out, -1)
+            if need_w:
+                grad_w = kernels.lc_weight_grad(g, x_hwcb, weight, stride, dilation, groups)
+            if need_x:
+                grad_x = kernels.lc_input_grad(g, weight, x_hwcb.shape, stride, dilation, groups).permute(3, 2, 0, 1)
         elif need_w or need_x:
             cols = None
             if need_w:

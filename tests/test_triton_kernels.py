@@ -1,0 +1,284 @@
+"""The Triton LC kernels against the oracles of test_layers, and the LC kernel selection.
+
+On the CPU the kernels run in Triton's interpreter, which needs ``TRITON_INTERPRET=1`` before
+``triton`` is first imported: ``triton.jit`` reads it (``triton.knobs.runtime.interpret``) when it
+decorates a function, and triton's own library functions (``tl.zeros``, ...) are decorated when
+triton is imported, which ``import timm_lc`` (through torch / timm) already does. So the
+``test_interpreted_*`` tests run only in a process started with the variable set:
+``test_kernels_in_triton_interpreter`` runs them in one such pytest subprocess. The CUDA tests
+(``-k cuda``) run the compiled kernels against the gather path.
+"""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed")
+
+from test_layers import CASES, CASE_IDS, make_pair, naive_lc  # noqa: E402
+
+import timm_lc  # noqa: E402
+from timm_lc.layers import LocallyConnected2d, filters_to_kernel, get_lc_kernel, kernels, select_kernel, \
+    set_lc_kernel  # noqa: E402
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+interpreted_only = pytest.mark.skipif(
+    not INTERPRETED, reason="runs in the TRITON_INTERPRET=1 subprocess of test_kernels_in_triton_interpreter")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED, reason="needs CUDA (compiled kernels)")
+
+# (in, out, kernel, stride, padding, dilation, groups, input_size, padding_mode): tiny, as interpreted
+# kernels cost about a millisecond per Triton op and program
+SMALL_CASES = [
+    (3, 4, 3, 1, 1, 1, 1, (4, 5), "zeros"),  # stride 1, padding 1, non-square
+    (4, 4, 3, 2, 1, 1, 1, (5, 6), "zeros"),  # stride 2
+    (3, 4, 3, 1, "same", 2, 1, (5, 4), "zeros"),  # dilation 2, 'same'
+    (2, 3, (3, 2), (2, 1), "same", (1, 2), 1, (5, 4), "reflect"),  # non-square kernel / stride / dilation
+    (4, 6, 3, 1, 0, 1, 2, (5, 5), "zeros"),  # groups 2, no padding
+    (2, 2, 3, 1, 1, 1, 2, (3, 4), "zeros"),  # depthwise
+    (4, 4, 1, 2, 0, 1, 1, (5, 5), "zeros"),  # 1x1 stride-2 shortcut
+]
+SMALL_IDS = ["s1p1", "s2", "d2same", "nonsquare", "g2p0", "depthwise", "1x1s2"]
+
+
+@pytest.mark.skipif(INTERPRETED, reason="this process is the interpreter run")
+def test_kernels_in_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"interpreted kernel tests failed:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
+    assert " passed" in result.stdout and " failed" not in result.stdout
+
+
+@pytest.fixture(autouse=True)
+def default_selection(monkeypatch):
+    """Each test starts from ``auto`` with no TIMM_LC_KERNEL, and leaves the selection as it found it."""
+    monkeypatch.setattr(kernels, "_selected", None)
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def interpreted():
+    """The interpreted kernel module, selected."""
+    module = kernels.triton_kernels()
+    assert module.INTERPRETED
+    set_lc_kernel("triton")
+    return module
+
+
+def make_lc(case, seed=0):
+    """An fp32 LC layer for ``case`` with its own random filter and bias at every position."""
+    cin, cout, k, s, p, d, g, size, mode = case
+    torch.manual_seed(seed)
+    return LocallyConnected2d(cin, cout, k, size, s, p, d, g, padding_mode=mode)
+
+
+def grads(out, inputs, grad):
+    return torch.autograd.grad(out, inputs, grad)
+
+
+@interpreted_only
+@pytest.mark.parametrize("case", SMALL_CASES, ids=SMALL_IDS)
+def test_interpreted_forward_and_gradients_match_naive_loop(case, interpreted):
+    lc = make_lc(case)
+    x = torch.randn(2, case[0], *case[7], requires_grad=True)
+    assert select_kernel(x, lc.groups) == "triton"
+    out = lc(x)
+    ref = naive_lc(x, lc)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    for a, b in zip(grads(out, (x, lc.weight, lc.bias), grad), grads(ref, (x, lc.weight, lc.bias), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@interpreted_only
+@pytest.mark.parametrize("case", [SMALL_CASES[1], SMALL_CASES[2]], ids=["s2", "d2same"])
+def test_interpreted_matches_conv_with_copied_kernels(case, interpreted):
+    conv, lc = make_pair(case, dtype=torch.float32)
+    x = torch.randn(3, case[0], *case[7])
+    xc, xl = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected, out = conv(xc), lc(xl)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(out)
+    expected.backward(grad)
+    out.backward(grad)
+    torch.testing.assert_close(xl.grad, xc.grad, rtol=1e-5, atol=1e-5)
+    # one shared kernel: its gradient is the sum of the positions' filter gradients
+    torch.testing.assert_close(filters_to_kernel(lc.weight.grad.sum((0, 1))), conv.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lc.bias.grad.sum((1, 2)), conv.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+@interpreted_only
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_interpreted_low_precision_matches_fp32(dtype, interpreted):
+    lc = make_lc(SMALL_CASES[0])
+    lc_low = copy.deepcopy(lc).to(dtype)
+    with torch.no_grad():  # the same (rounded) values in both precisions
+        lc.weight.copy_(lc_low.weight)
+        lc.bias.copy_(lc_low.bias)
+    x = torch.randn(2, 3, 4, 5).to(dtype)
+    xl, xf = x.clone().requires_grad_(), x.float().requires_grad_()
+    out, ref = lc_low(xl), naive_lc(xf, lc)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=5e-2)
+    grad = torch.randn_like(ref).to(dtype)
+    ours = grads(out, (xl, lc_low.weight, lc_low.bias), grad)
+    theirs = grads(ref, (xf, lc.weight, lc.bias), grad.float())
+    for a, b in zip(ours, theirs):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=5e-2)
+
+
+@interpreted_only
+def test_interpreted_autocast_fp16(interpreted):
+    lc = make_lc(SMALL_CASES[0])
+    x = torch.randn(2, 3, 4, 5)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = lc(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), naive_lc(x, lc), rtol=2e-2, atol=5e-2)
+    out.float().sum().backward()
+    assert lc.weight.grad.dtype == torch.float32 and torch.isfinite(lc.weight.grad).all()
+
+
+def test_kernel_names_and_exports():
+    assert kernels.KERNELS == ("auto", "triton", "gather", "rows")
+    assert timm_lc.set_lc_kernel is set_lc_kernel and timm_lc.get_lc_kernel is get_lc_kernel
+    assert get_lc_kernel() == "auto"
+    for name in kernels.KERNELS:
+        set_lc_kernel(name)
+        assert get_lc_kernel() == name
+
+
+def test_environment_variable_is_the_initial_choice(monkeypatch):
+    monkeypatch.setenv("TIMM_LC_KERNEL", "gather")
+    assert get_lc_kernel() == "gather"
+    assert select_kernel(torch.zeros(1, 2, 3, 3), 1) == "gather"
+    set_lc_kernel("rows")  # an explicit choice wins over the variable
+    assert get_lc_kernel() == "rows"
+
+
+def test_unknown_names_are_value_errors(monkeypatch):
+    with pytest.raises(ValueError, match="'fast'.*auto, triton, gather, rows"):
+        set_lc_kernel("fast")
+    assert get_lc_kernel() == "auto"
+    monkeypatch.setenv("TIMM_LC_KERNEL", "cudnn")
+    lc = LocallyConnected2d(2, 2, 3, (4, 4))
+    with pytest.raises(ValueError, match="TIMM_LC_KERNEL.*'cudnn'.*auto, triton, gather, rows"):
+        lc(torch.randn(1, 2, 4, 4))
+
+
+def test_auto_on_the_cpu_is_rows_for_dense_and_gather_for_grouped():
+    x = torch.zeros(1, 4, 5, 5)
+    assert select_kernel(x, 1) == "rows"
+    assert select_kernel(x, 2) == "gather"
+
+
+@interpreted_only
+def test_interpreted_kernels_are_never_picked_by_auto():
+    assert kernels.triton_kernels().INTERPRETED
+    test_auto_on_the_cpu_is_rows_for_dense_and_gather_for_grouped()
+
+
+def test_rows_with_groups_is_an_error():
+    set_lc_kernel("rows")
+    lc = LocallyConnected2d(4, 4, 3, (5, 5), groups=2)
+    with pytest.raises(ValueError, match="'rows' needs groups == 1"):
+        lc(torch.randn(1, 4, 5, 5))
+
+
+@pytest.mark.skipif(INTERPRETED, reason="needs compiled kernels")
+def test_triton_on_cpu_tensors_needs_the_interpreter():
+    set_lc_kernel("triton")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        LocallyConnected2d(2, 2, 3, (4, 4))(torch.randn(1, 2, 4, 4))
+
+
+def test_triton_rejects_unsupported_dtypes():
+    set_lc_kernel("triton")
+    lc = LocallyConnected2d(2, 2, 3, (4, 4), dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64 is not supported"):
+        lc(torch.randn(1, 2, 4, 4, dtype=torch.float64))
+
+
+@interpreted_only
+def test_interpreted_backward_uses_the_kernel_of_its_forward(interpreted, monkeypatch):
+    calls = []
+    for name in ("lc_input_grad", "lc_weight_grad"):
+        kernel = getattr(interpreted, name)
+        monkeypatch.setattr(interpreted, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    lc = make_lc(SMALL_CASES[0])
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    out = lc(x)
+    set_lc_kernel("rows")
+    out.sum().backward()
+    assert sorted(calls) == ["lc_input_grad", "lc_weight_grad"]
+    expected = x.detach().clone().requires_grad_()
+    naive_lc(expected, lc).sum().backward()
+    torch.testing.assert_close(x.grad, expected.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def compiled_cuda():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # fp32 dots in IEEE fp32, as torch.bmm's
+    yield
+    torch.set_float32_matmul_precision(previous)
+
+
+def _cuda_step(lc, x, kernel):
+    set_lc_kernel(kernel)
+    x = x.detach().clone().requires_grad_()
+    out = lc(x)
+    out.square().sum().backward()
+    result = out.detach(), x.grad, lc.weight.grad, lc.bias.grad
+    lc.zero_grad(set_to_none=True)
+    return result
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_triton_matches_gather(case, compiled_cuda):
+    lc = make_lc(case)
+    lc.cuda()
+    x = torch.randn(5, case[0], *case[7], device="cuda")
+    for a, b in zip(_cuda_step(lc, x, "triton"), _cuda_step(lc, x, "gather")):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_triton_low_precision_and_many_tiles(dtype, compiled_cuda):
+    """Channels, batch and positions over several tiles, none a multiple of a block size."""
+    case = (80, 72, 3, 1, 1, 1, 1, (9, 10), "zeros")
+    lc = make_lc(case)
+    lc.cuda()
+    x = torch.randn(133, 80, 9, 10, device="cuda")
+    reference = _cuda_step(lc, x, "gather")
+    lc.to(dtype)
+    for a, b in zip(_cuda_step(lc, x.to(dtype), "triton"), reference):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=3e-2, atol=3e-2 * b.abs().max().item())
+
+
+@needs_cuda
+def test_cuda_auto_picks_triton(compiled_cuda):
+    x = torch.zeros(2, 4, 5, 5, device="cuda")
+    assert select_kernel(x, 1) == "triton" and select_kernel(x, 4) == "triton"
+    assert select_kernel(x.double(), 1) == "gather"
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert LocallyConnected2d(4, 4, 3, (5, 5), padding=1, device="cuda")(x).dtype == torch.bfloat16
+
+
+def test_doctor_without_cuda_is_one_line_and_status_2(monkeypatch, tmp_path, capsys):
+    from timm_lc import cli, doctor
+    assert cli.COMMANDS["doctor"][0] == "timm_lc.doctor"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    output = tmp_path / "doctor.json"
+    assert doctor.main(["--device", "cuda", "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CUDA" in err
+    assert not output.exists()

@@ -1,0 +1,408 @@
+"""``timm-lc doctor``: the prepared GPU check run, every result in one JSON file.
+
+``timm-lc doctor --device cuda --output doctor.json`` runs these sections in order, each in its
+own try/except (an error is recorded in the JSON and the next section still runs):
+
+* ``tests``: ``pytest -k cuda`` on tests/test_layers.py and tests/test_triton_kernels.py,
+* ``layer``: one AMP training step (bf16 autocast, fp32 master weights; forward + backward) of a
+  LocallyConnected2d per LC kernel (``triton``, ``gather``) on the ResNet-20 stage-3 shape at
+  batch 512 and two others: time, ratio to the cuBLAS bmm floor (the three bf16 GEMMs of the step
+  alone), reference unfold+einsum formulation over ours, achieved TFLOP/s and share of the bf16
+  dense peak, peak memory, and the configurations the Triton autotuner chose,
+* ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``,
+* ``train``: 50 steps of ``lc_resnet20_hebb`` on the embedded digits on a 32x32 canvas under bf16
+  and under fp16, each in a subprocess (Accelerate fixes the precision once per process): images/s.
+
+It is sized for about 8 minutes on one H200 (``--budget-s``: a section that would start later is
+skipped and says so), and the JSON is rewritten after every section, so a run cut short keeps
+what it measured. The exit status is 0 when every section ran and the tests passed, 1 otherwise,
+and 2 (with one line on stderr) when ``--device cuda`` finds no CUDA device. ``--device cpu`` is
+a dry run of the same script at toy sizes with the ``rows`` and ``gather`` kernels: it checks the
+script, not the speed.
+"""
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from ._io import write_text_atomic
+from .bench import sync
+from .bench.layer import LayerShape, _make
+from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
+from .layers.kernels import triton_kernels
+from .layers.lc_function import select_kernel
+
+__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "Plan", "build_parser", "main", "train_throughput"]
+
+# H200 SXM dense BF16 tensor-core peak: NVIDIA's data sheet gives 1,979 TFLOP/s with 2:4 sparsity,
+# half of it dense (the H100 SXM's figure: the same GH100 compute); the H200 NVL is lower (about
+# 836). Pass --peak-tflops to rate against another figure.
+H200_BF16_DENSE_TFLOPS = 989.4
+SECTIONS = ("tests", "layer", "sleep", "train")
+TEST_FILES = ("test_layers.py", "test_triton_kernels.py")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one doctor run measures: sizes, kernels and repetitions."""
+    shapes: Tuple[LayerShape, ...]
+    kernels: Tuple[str, ...]
+    iters: int  # training steps per timing
+    repeats: int  # timings per variant, best kept
+    sleep_model: str
+    train_model: str
+    train_steps: int
+    train_batch: int
+    precisions: Tuple[str, ...]
+    num_workers: int
+    test_timeout_s: int
+
+
+PLANS = {
+    "cuda": Plan(
+        shapes=(LayerShape("resnet20.stage3", 512, 64, 8), LayerShape("resnet20.stage1", 512, 16, 32),
+                LayerShape("resnet18_half.layer2", 64, 64, 28)),
+        kernels=("triton", "gather"), iters=10, repeats=5, sleep_model="lc_resnet18_half",
+        train_model="lc_resnet20_hebb", train_steps=50, train_batch=256, precisions=("bf16", "fp16"),
+        num_workers=8, test_timeout_s=240),
+    "cpu": Plan(
+        shapes=(LayerShape("resnet20.stage3", 4, 64, 8),), kernels=("rows", "gather"), iters=1, repeats=1,
+        sleep_model="lc_resnet20", train_model="lc_resnet20_hebb", train_steps=2, train_batch=16,
+        precisions=("bf16",), num_workers=0, test_timeout_s=240),
+}
+
+
+def _error(err: BaseException) -> Dict[str, Any]:
+    return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
+
+
+def _tail(text: str, chars: int = 4000) -> str:
+    return text[-chars:] if text else ""
+
+
+def _environment(device: str, peak_tflops: float) -> Dict[str, Any]:
+    env: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                           "cuda": torch.version.cuda, "device": device, "peak_bf16_tflops": peak_tflops}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError as err:
+        env["triton"] = f"not importable: {err}"
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, capability=f"{props.major}.{props.minor}",
+                   gpu_memory_gib=round(props.total_memory / 2 ** 30, 1))
+    env["lc_kernel"] = get_lc_kernel()
+    probe = torch.zeros(1, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    env["auto_resolves_to"] = {"groups=1": select_kernel(probe, 1), "groups=2": select_kernel(probe, 2)}
+    return env
+
+
+# ---------------------------------------------------------------- tests
+def run_tests(plan: Plan, timeout_s: float) -> Dict[str, Any]:
+    """``pytest -k cuda`` on the layer and kernel tests, in a subprocess from the repository root."""
+    tests_dir = Path(__file__).resolve().parents[1] / "tests"
+    files = [str(tests_dir / name) for name in TEST_FILES]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        return {"error": f"test files not found (run from a source checkout): {', '.join(missing)}"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", *files]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=tests_dir.parent, capture_output=True, text=True, timeout=timeout_s)
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return {"command": " ".join(cmd), "returncode": result.returncode, "passed": result.returncode == 0,
+            "summary": lines[-1] if lines else "", "wall_s": round(time.perf_counter() - start, 1),
+            "output_tail": "" if result.returncode == 0 else _tail(result.stdout) + _tail(result.stderr, 2000)}
+
+
+# ---------------------------------------------------------------- layer
+def _step_flops(shape: LayerShape) -> float:
+    """FLOPs of one LC training step: three GEMMs (forward, input and weight gradients) per position."""
+    lc = LocallyConnected2d(shape.channels, shape.channels, shape.kernel, shape.size, shape.stride,
+                            shape.padding, bias=False, device="meta")
+    positions = lc.output_size[0] * lc.output_size[1]
+    return 3 * 2.0 * positions * shape.channels * lc.fan_in * shape.batch
+
+
+def _amp(step: Callable[[], None], device: str, kernel: Optional[str] = None) -> Callable[[], None]:
+    """``step`` under bf16 autocast, with ``kernel`` selected first (the variants are interleaved)."""
+    def run() -> None:
+        if kernel is not None:
+            set_lc_kernel(kernel)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            step()
+    return run
+
+
+def _time_interleaved(steps: Dict[str, Callable[[], None]], iters: int, repeats: int,
+                      device: str) -> Dict[str, float]:
+    """Best-of-``repeats`` seconds per step of each closure, ``iters`` steps per timing, interleaved."""
+    for step in steps.values():
+        step()  # warm-up: autotuning and compilation happen here
+        step()
+    best = {name: math.inf for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                step()
+            sync(device)
+            best[name] = min(best[name], (time.perf_counter() - start) / iters)
+    return best
+
+
+def _peak_mb(step: Callable[[], None], device: str) -> Optional[float]:
+    """Peak CUDA memory one step allocates beyond what is already held (None on the CPU)."""
+    if device != "cuda":
+        return None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return round((torch.cuda.max_memory_allocated() - base) / 2 ** 20, 1)
+
+
+def _autotuned_configs() -> Dict[str, str]:
+    """The configurations the Triton autotuner picked for the last shape it ran."""
+    module = triton_kernels()
+    names = ("_lc_forward_kernel", "_lc_input_grad_kernel", "_lc_weight_grad_kernel")
+    return {name: str(getattr(getattr(module, name), "best_config", None)) for name in names}
+
+
+def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
+    steps = {f"ours[{k}]": _amp(_make("ours", shape, device, torch.float32), device, k) for k in plan.kernels}
+    steps["floor"] = _make("floor", shape, device, torch.bfloat16)
+    steps["reference"] = _amp(_make("reference", shape, device, torch.float32), device)
+    steps["conv"] = _amp(_make("conv", shape, device, torch.float32), device)
+    times = _time_interleaved(steps, plan.iters, plan.repeats, device)
+    flops = _step_flops(shape)
+    row: Dict[str, Any] = {
+        "layer": shape.name, "batch": shape.batch, "channels": shape.channels, "size": shape.size,
+        "gflop_per_step": round(flops / 1e9, 3),
+        **{f"{name}_ms": round(times[name] * 1e3, 4) for name in ("floor", "reference", "conv")},
+        "floor_tflops": round(flops / times["floor"] / 1e12, 3),
+        "reference_peak_mb": _peak_mb(steps["reference"], device),
+    }
+    for kernel in plan.kernels:
+        name = f"ours[{kernel}]"
+        seconds = times[name]
+        tflops = flops / seconds / 1e12
+        row[kernel] = {
+            "ms": round(seconds * 1e3, 4), "over_floor": round(seconds / times["floor"], 3),
+            "reference_over_ours": round(times["reference"] / seconds, 3),
+            "over_conv": round(seconds / times["conv"], 3), "tflops": round(tflops, 3),
+            "percent_of_peak": round(100 * tflops / peak_tflops, 2), "peak_mb": _peak_mb(steps[name], device),
+        }
+        if kernel == "triton":  # only this variant runs the Triton kernels: their last key is this shape
+            row[kernel]["autotuned"] = _autotuned_configs()
+    if {"triton", "gather"} <= set(plan.kernels):
+        row["gather_over_triton"] = round(times["ours[gather]"] / times["ours[triton]"], 3)
+    return row
+
+
+def run_layer_bench(plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
+    """One row per layer shape (an error in one shape is recorded there, the others still run)."""
+    previous = get_lc_kernel()
+    rows = []
+    try:
+        for shape in plan.shapes:
+            try:
+                rows.append(_layer_row(shape, plan, device, peak_tflops))
+            except Exception as err:  # noqa: BLE001 - recorded, the next shape still runs
+                rows.append({"layer": shape.name, "batch": shape.batch, **_error(err)})
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        set_lc_kernel(previous)
+    return {"precision": "bf16 autocast, fp32 parameters (floor: bf16 bmm)", "rows": rows}
+
+
+# ---------------------------------------------------------------- sleep
+_SLEEP_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "rolled_back")
+
+
+def run_sleep(plan: Plan, device: str) -> Dict[str, Any]:
+    """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model."""
+    import timm
+    from .sharing import share_weights_
+
+    with torch.device(device):
+        model = timm.create_model(plan.sleep_model)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    start = time.perf_counter()
+    report = share_weights_(model, mode="hebbian", pools="paper")
+    sync(device)
+    wall = time.perf_counter() - start
+    result: Dict[str, Any] = {
+        "model": plan.sleep_model, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "wall_s": round(wall, 3), "layers": len(report.layers),
+        **{k: getattr(report, k) for k in _SLEEP_KEYS if hasattr(report, k)},
+        "weights_finite": all(bool(torch.isfinite(p).all()) for p in model.parameters()),
+    }
+    if device == "cuda":
+        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# ---------------------------------------------------------------- train
+def train_throughput(model: str, precision: str, steps: int, batch_size: int, num_workers: int,
+                     output_dir: str) -> Dict[str, Any]:
+    """Trains ``model`` for ``steps`` steps on the demo digits on a 32x32 canvas; its images/s.
+
+    One train record every 10 steps (``steps`` < 10: one at the end); evaluation and the checkpoint
+    run once, after the last step, outside the timed intervals. The first interval holds the
+    autotuning and compilation, so ``images_per_s`` averages the later ones where there are any.
+    The rate is the training loop's: data loading (the demo's 1,437 images are a 5-batch epoch at
+    batch 256, with the loader's workers started anew each epoch) and the model's sleeps included.
+    """
+    from .hub import METRICS_NAME
+    from .train.config import config_from_dict
+    from .train.loop import train
+    from .train.metrics import read_metrics
+
+    cfg = config_from_dict({
+        "model": model, "dataset": "demo", "canvas_size": 32, "max_steps": steps, "epochs": 10 ** 6,
+        "batch_size": batch_size, "mixed_precision": precision, "num_workers": num_workers,
+        "log_every": min(10, steps), "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9,
+        "progress": False, "plots": False, "output_dir": output_dir, "overwrite": True, "seed": 0,
+    })
+    final = train(cfg)
+    records = [r for r in read_metrics(Path(output_dir) / METRICS_NAME) if r.get("event") == "train"]
+    rates = [r["images_per_s"] for r in records]
+    steady = rates[1:] or rates
+    return {
+        "model": model, "precision": precision, "batch": batch_size, "steps": final["step"],
+        "images_per_s": round(sum(steady) / len(steady), 1),
+        "images_per_s_per_interval": [round(r, 1) for r in rates],
+        "sleep_fraction": [round(r.get("sleep_fraction", 0.0), 4) for r in records],
+        "train_time_s": round(final["train_time_s"], 2), "test_acc": final.get("test_acc"),
+        "lc_kernel": get_lc_kernel(),
+    }
+
+
+def _train_subprocess(kwargs: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
+    code = ("import json, sys; from timm_lc.doctor import train_throughput; "
+            "print(json.dumps(train_throughput(**json.loads(sys.argv[1]))))")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
+                            timeout=timeout_s)
+    if result.returncode != 0:
+        return {"precision": kwargs["precision"], "error": f"training exited with status {result.returncode}",
+                "output_tail": _tail(result.stdout, 2000) + _tail(result.stderr)}
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    row["process_wall_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def run_train(plan: Plan, deadline: float) -> Dict[str, Any]:
+    """One training subprocess per precision, each in its own temporary run directory."""
+    rows = []
+    for precision in plan.precisions:
+        with tempfile.TemporaryDirectory(prefix="timm-lc-doctor-") as tmp:
+            kwargs = dict(model=plan.train_model, precision=precision, steps=plan.train_steps,
+                          batch_size=plan.train_batch, num_workers=plan.num_workers, output_dir=tmp)
+            try:
+                rows.append(_train_subprocess(kwargs, max(deadline - time.perf_counter(), 60.0)))
+            except Exception as err:  # noqa: BLE001 - recorded, the next precision still runs
+                rows.append({"precision": precision, **_error(err)})
+    return {"rows": rows}
+
+
+# ---------------------------------------------------------------- driver
+def _section_ok(name: str, result: Dict[str, Any]) -> bool:
+    if "error" in result or "skipped" in result:
+        return False
+    if name == "tests":
+        return bool(result.get("passed"))
+    return not any("error" in row for row in result.get("rows", []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="timm-lc doctor", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                        help="cuda: the full check; cpu: a dry run of the script at toy sizes")
+    parser.add_argument("--output", default="doctor.json", help="the JSON file to write")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="sections to run")
+    parser.add_argument("--budget-s", type=float, default=480.0,
+                        help="sections that would start after this many seconds are skipped")
+    parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS,
+                        help="dense bf16 peak the layer bench rates against (default: H200 SXM)")
+    return parser
+
+
+def _summary_line(name: str, result: Dict[str, Any]) -> str:
+    if "skipped" in result or "error" in result:
+        return result.get("skipped") or result["error"]
+    if name == "tests":
+        return result["summary"]
+    if name == "layer":
+        return "; ".join(f"{r['layer']}@{r['batch']}: " + (r["error"] if "error" in r else ", ".join(
+            f"{k} {r[k]['ms']} ms" for k in r if isinstance(r[k], dict))) for r in result["rows"])
+    if name == "sleep":
+        return f"{result['model']}: {result['wall_s']} s, snr {result.get('snr')}"
+    return "; ".join(f"{r['precision']}: " + (r["error"] if "error" in r else f"{r['images_per_s']} images/s")
+                     for r in result["rows"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("timm-lc doctor: --device cuda needs a CUDA GPU, but torch.cuda.is_available() is False "
+              "(use --device cpu for a dry run)", file=sys.stderr)
+        return 2
+    plan = PLANS[args.device]
+    start = time.perf_counter()
+    deadline = start + args.budget_s
+    report: Dict[str, Any] = {"command": "timm-lc doctor " + " ".join(sys.argv[1:] if argv is None else argv),
+                              "plan": asdict(plan), "sections": {}}
+    try:
+        report["environment"] = _environment(args.device, args.peak_tflops)
+    except Exception as err:  # noqa: BLE001 - recorded, the sections still run
+        report["environment"] = _error(err)
+    runners: Dict[str, Callable[[], Dict[str, Any]]] = {
+        "tests": lambda: run_tests(plan, min(plan.test_timeout_s, max(deadline - time.perf_counter(), 30.0))),
+        "layer": lambda: run_layer_bench(plan, args.device, args.peak_tflops),
+        "sleep": lambda: run_sleep(plan, args.device),
+        "train": lambda: run_train(plan, deadline),
+    }
+    ok = True
+    for name in [s for s in SECTIONS if s in args.sections]:
+        section_start = time.perf_counter()
+        if section_start > deadline:
+            result: Dict[str, Any] = {"skipped": f"the time budget of {args.budget_s:g} s was spent"}
+        else:
+            try:
+                result = runners[name]()
+            except Exception as err:  # noqa: BLE001 - recorded, the next section still runs
+                result = _error(err)
+        result["section_s"] = round(time.perf_counter() - section_start, 1)
+        report["sections"][name] = result
+        ok = ok and _section_ok(name, result)
+        report["elapsed_s"] = round(time.perf_counter() - start, 1)
+        write_text_atomic(args.output, json.dumps(report, indent=2, default=str))
+        print(f"[doctor] {name} ({result['section_s']} s): {_summary_line(name, result)}", flush=True)
+    print(f"[doctor] {'all sections ok' if ok else 'see the errors above'}; wrote {args.output}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
