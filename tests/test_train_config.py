@@ -14,7 +14,7 @@ def test_recipe_then_flags_override(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("epochs: 7\nlr: 1e-3\nsleep_every: 5\ndecay_milestones: [3, 5]\n")
     cfg = parse_config(["--config", str(recipe), "--lr", "0.02", "--max-steps", "9", "--overwrite",
-                        "--sleep", "false", "--model-kwargs", "{locally_connected: false}", "--output_dir", "x"])
+                        "--sleep", "false", "--model-kwargs", "{locally_connected: false}", "--output-dir", "x"])
     assert (cfg.epochs, cfg.lr, cfg.max_steps, cfg.sleep_every, cfg.decay_milestones) == (7, 0.02, 9, 5, [3, 5])
     assert cfg.overwrite is True and cfg.sleep is False and cfg.model_kwargs == {"locally_connected": False}
     assert cfg.output_dir == "x" and cfg.name == "r"  # yaml "1e-3" (a string in YAML 1.1) became a float

@@ -1,6 +1,7 @@
 """The ``timm-lc`` console script: one sub-command per job, each a module with ``main(argv)``."""
 import importlib
 import sys
+from importlib.metadata import version
 from typing import List, Optional
 
 # sub-command -> (module with a ``main(argv) -> int``, one-line help)
@@ -17,7 +18,7 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: timm-lc COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: timm-lc [--version] [--help] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `timm-lc COMMAND --help` for a command's options."]
     return "\n".join(lines)
@@ -25,15 +26,25 @@ def _usage() -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"timm-lc {version('timm-lc')}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"timm-lc: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:  # commands with state to report (train) catch it themselves
+        print(f"timm-lc {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

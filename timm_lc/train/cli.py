@@ -5,19 +5,24 @@ scikit-learn's digits) into ``runs/demo``. Every config key is a flag (``--max-s
 ``--sleep-every 1``, ``--decay-milestones "[100, 150]"``); values are read as YAML. An output
 directory that already holds a run is never overwritten: pass ``--resume`` to continue it from
 its latest checkpoint (its recipe.yaml is reused unless ``--config`` is given) or ``--overwrite``.
+A start that fails leaves the output directory as it was. Ctrl-C stops cleanly and says where
+the last checkpoint is. ``--print-config`` prints the resolved configuration and exits.
 Multi-process: ``accelerate launch [--config_file recipes/accelerate/multi_gpu.yaml] -m timm_lc.train ...``.
 """
 import argparse
 import dataclasses
+import os
 import sys
-from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .config import TrainConfig, config_from_dict, load_config, valid_keys
+from .config import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
 
 __all__ = ["build_parser", "parse_config", "main"]
 
+PROG = "timm-lc train"
+_METAVARS = {bool: "BOOL", int: "N", float: "X", list: "LIST", dict: "MAPPING"}
 
 
 def _field_kind(tp: Any) -> Any:
@@ -36,57 +41,100 @@ def _parse_value(text: str, kind: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One ``--dashed-name`` flag per config key, with its description, choices and default."""
     parser = argparse.ArgumentParser(
-        prog="timm-lc train", description=__doc__.split("\n\n")[0],
-        epilog="All config keys (defaults = the embedded demo) are flags; see a recipe in recipes/ for examples.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", "-c", help="YAML recipe, e.g. recipes/cifar10/lc_hebb_every10.yaml")
+        prog=PROG, usage="%(prog)s [--config FILE] [--print-config] [--KEY VALUE ...]",
+        description="Train a model from a YAML recipe with --key value overrides (defaults < recipe < flags; "
+                    "without a recipe: the embedded demo, offline).", argument_default=argparse.SUPPRESS,
+        epilog="Values are YAML (none/null unsets an optional key). An output directory holding a run needs "
+               "--resume or --overwrite; a failed start leaves it as it was; Ctrl-C stops cleanly and names the "
+               "last checkpoint. Multi-process: accelerate launch [--config_file recipes/accelerate/...] "
+               "-m timm_lc.train ...")
+    parser.add_argument("--config", "-c", metavar="FILE",
+                        help="YAML recipe, e.g. recipes/cifar10/lc_hebb_every10.yaml")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration (every key) as YAML and exit; writes nothing")
     hints = get_type_hints(TrainConfig)
-    defaults = TrainConfig().to_dict()
     for f in dataclasses.fields(TrainConfig):
-        kind = _field_kind(hints[f.name])
-        flags = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
-        help_ = f"(default: {defaults[f.name]!r})"
-        if kind is bool:
-            parser.add_argument(*flags, dest=f.name, nargs="?", const=True, metavar="BOOL",
-                                type=lambda t: _parse_value(t, bool), help=help_)
-        else:
-            parser.add_argument(*flags, dest=f.name, metavar=f.name.upper(),
-                                type=lambda t, k=kind: _parse_value(t, k), help=help_)
+        kind, choices = _field_kind(hints[f.name]), f.metadata["choices"]
+        default = TrainConfig().to_dict()[f.name]
+        help_ = f"{f.metadata['help']} (default: {'unset' if default is None else repr(default)})"
+        metavar = "{" + ",".join(choices) + "}" if choices else _METAVARS.get(get_origin(kind) or kind, "TEXT")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, metavar=metavar, help=help_,
+                            type=lambda t, k=kind: _parse_value(t, k),
+                            **(dict(nargs="?", const=True) if kind is bool else {}))
     return parser
 
 
-def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
-    """The resolved TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml)."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
+    """The recipe.yaml of the run that ``--resume`` continues (None if it has none)."""
+    from .loop import RECIPE_NAME, resolve_output_dir
+    out = resolve_output_dir(config_from_dict({k: v for k, v in values.items() if k in ("output_dir", "name")}))
+    saved = out / RECIPE_NAME
+    if not saved.is_file():
+        return None
+    stored = read_yaml(saved) or {}
+    return config_from_dict(dict(stored, resume=False, overwrite=False), source=str(saved))
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("-")] or unknown
-        raise ValueError(f"unknown option(s) {' '.join(flags)}; valid keys: --config, "
+        raise ValueError(f"unknown option(s) {' '.join(flags)}; valid options: --config, --print-config, "
                          + ", ".join("--" + k.replace("_", "-") for k in valid_keys()))
-    values: Dict[str, Any] = vars(args)
+    return args
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    values: Dict[str, Any] = dict(vars(args))
     config_path = values.pop("config", None)
-    base = None
-    if values.get("resume") and config_path is None:
-        from .loop import RECIPE_NAME, resolve_output_dir
-        out = resolve_output_dir(config_from_dict({k: v for k, v in values.items() if k in ("output_dir", "name")}))
-        saved = out / RECIPE_NAME
-        if saved.is_file():
-            with open(saved) as f:
-                stored = yaml.safe_load(f) or {}
-            base = config_from_dict(dict(stored, resume=False, overwrite=False), source=str(saved))
+    values.pop("print_config", None)
+    base = _resumed_recipe(values) if values.get("resume") and config_path is None else None
     return load_config(config_path, overrides=values, base=base)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
+    """The TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml)."""
+    return _config(_parse(argv))
+
+
+def _interrupted(cfg: Optional[TrainConfig]) -> str:
+    if cfg is None:
+        return "interrupted before training started; nothing was written"
+    from .checkpoint import latest_checkpoint
+    from .loop import resolve_output_dir
+    out = resolve_output_dir(cfg)
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return f"interrupted before the first checkpoint; nothing to resume in {out}"
+    return f"interrupted; last checkpoint {ckpt} (continue with --resume --output-dir {out})"
+
+
+def _usage_errors() -> Tuple[type, ...]:
+    """What a bad recipe, flag, model, data set or output directory raises (imported only on an error)."""
     from .data import DatasetUnavailableError
-    from .loop import RunExistsError, train
+    return ValueError, TypeError, OSError, DatasetUnavailableError
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = None
     try:
-        cfg = parse_config(argv)
-        train(cfg)
-    except (ValueError, TypeError, FileNotFoundError, RunExistsError, DatasetUnavailableError) as e:
-        print(f"timm-lc train: error: {e}", file=sys.stderr)
+        args = _parse(argv)  # --help exits here
+        cfg = _config(args)
+        from .config import resolve_config
+        from .loop import train
+        if getattr(args, "print_config", False):
+            sys.stdout.write(yaml.safe_dump(resolve_config(cfg).to_dict(), sort_keys=False))
+        else:
+            train(cfg)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{PROG}: {_interrupted(cfg)}", file=sys.stderr)
+        return 130
+    except _usage_errors() as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

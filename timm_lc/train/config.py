@@ -4,91 +4,112 @@ Precedence (lowest first): the dataclass defaults (= the embedded demo), the rec
 command line. Every key is validated against the dataclass; an unknown key is an error that lists
 the valid ones, so a typo in a recipe never silently trains something else.
 """
+import copy
 import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from .._io import write_text_atomic
 from ..sharing import MODES as SHARING_MODES, POOL_MODES
 
-__all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys"]
+__all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys", "read_yaml",
+           "resolve_config", "cpu_has_amx_bf16", "trackers_for"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+SCHEDULERS = ("multistep", "step", "cosine", "tanh", "poly", "plateau", "constant", "wsd", "rsqrt", "none")
+MIXED_PRECISION_RULE = (
+    "unset: the precision of `accelerate launch` (its --mixed_precision or config) if launched through it, "
+    "else bf16 autocast on a CPU with AMX-BF16 matrix units (amx_bf16 in /proc/cpuinfo; elsewhere bf16 "
+    "matmuls are far slower than fp32) and no otherwise; on CUDA the recipe or the launcher decides. "
+    "Master weights stay fp32")
+
+
+def _key(default: Any, help: str, choices: Optional[Sequence[str]] = None) -> Any:
+    """A config key: its default plus the description (and choices) that ``timm-lc train --help`` shows."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs. Defaults train the embedded demo: an LC net with sleep sharing on digits."""
     # model
-    model: str = "lc_resnet_tiny_hebb"
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm create_model kwargs
-    img_size: Optional[int] = None  # None: the data set's native size (demo: its canvas)
-    num_classes: Optional[int] = None  # None: from the data set
+    model: str = _key("lc_resnet_tiny_hebb", "timm model name (lc_resnet* or any timm model)")
+    model_kwargs: Dict[str, Any] = _key({}, "extra timm.create_model kwargs, e.g. \"{drop_rate: 0.1}\"")
+    img_size: Optional[int] = _key(None, "input size; unset: the model's pretrained cfg input_size "
+                                         "(demo: canvas_size), whatever the data set")
+    num_classes: Optional[int] = _key(None, "classifier size; unset: the data set's")
     # data
-    dataset: str = "demo"  # demo | cifar10 | cifar100 | tinyimagenet | imagenet | hub name | local dir
-    dataset_path: Optional[str] = None  # a local save_to_disk copy standing in for the hub download
-    train_split: str = "train"
-    eval_split: Optional[str] = None  # None: the data set's usual test/validation split
-    image_column: Optional[str] = None  # None: the data set's known column (img / image)
-    label_column: Optional[str] = None  # None: the data set's known column (label / fine_label)
-    data_dir: Optional[str] = None  # datasets cache_dir
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
-    num_workers: int = 0
-    translate: int = 4  # training-time random translation, max pixels per axis (random crop padding)
-    test_shift: int = 4  # demo only: max translation of the (fixed) test placements
-    canvas_size: int = 16  # demo only: the 8x8 digits are placed on a canvas of this size
-    hflip: bool = False
-    repeats: int = 1  # the paper's translation baseline: n augmented copies of each image per batch
+    dataset: str = _key("demo", "demo | fashion-mnist | cifar10 | cifar100 | tinyimagenet | imagenet | "
+                                "a Hub data set id | a local image folder or save_to_disk directory")
+    dataset_path: Optional[str] = _key(None, "a local save_to_disk copy standing in for the Hub download")
+    train_split: str = _key("train", "training split")
+    eval_split: Optional[str] = _key(None, "evaluation split; unset: the data set's test/validation split")
+    image_column: Optional[str] = _key(None, "image column; unset: the data set's known or first image column")
+    label_column: Optional[str] = _key(None, "label column; unset: the data set's known or first ClassLabel column")
+    data_dir: Optional[str] = _key(None, "datasets cache directory")
+    max_train_samples: Optional[int] = _key(None, "use only the first N training images")
+    max_eval_samples: Optional[int] = _key(None, "evaluate only the first N images")
+    num_workers: int = _key(0, "data loader worker processes")
+    translate: int = _key(4, "training-time random translation: max pixels per axis (random-crop padding)")
+    test_shift: int = _key(4, "demo only: max translation of the (fixed) test placements")
+    canvas_size: int = _key(16, "demo only: the 8x8 digits are placed on a canvas of this size")
+    hflip: bool = _key(False, "random horizontal flips")
+    repeats: int = _key(1, "the paper's translation baseline: n augmented copies of each image per batch")
     # optimisation
-    epochs: int = 30
-    max_steps: Optional[int] = None  # stop after this many optimiser steps (None: epochs decide)
-    batch_size: int = 64  # per process, before ``repeats``
-    eval_batch_size: Optional[int] = None  # None: 2 x batch_size
-    grad_accum_steps: int = 1
-    opt: str = "adamw"
-    lr: float = 0.005
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    clip_grad: Optional[float] = None
-    label_smoothing: float = 0.0
-    sched: str = "multistep"
-    decay_milestones: List[int] = field(default_factory=lambda: [15, 23])  # lr x decay_rate after m epochs
-    decay_rate: float = 0.25
-    warmup_epochs: int = 0
-    warmup_lr: float = 1e-5
-    min_lr: float = 0.0
-    sched_on_updates: bool = False
-    mixed_precision: str = "no"
-    channels_last: bool = False
-    compile: bool = False
-    ema: bool = False
-    ema_decay: float = 0.999
-    # sleep-phase weight sharing; None: the model's own sleep settings (``_hebb`` models)
-    sleep: Optional[bool] = None  # None: sleep iff the model carries sleep settings
-    sleep_every: Optional[int] = None
-    sleep_mode: Optional[str] = None
-    sleep_pools: Optional[str] = None
-    sleep_iterations: Optional[int] = None
-    sleep_batch_size: Optional[int] = None
-    sleep_gamma: Optional[float] = None
-    sleep_lr: Optional[float] = None
+    epochs: int = _key(30, "training epochs")
+    max_steps: Optional[int] = _key(None, "stop after this many optimiser steps; unset: epochs decide")
+    batch_size: int = _key(64, "images per process and batch, before repeats")
+    eval_batch_size: Optional[int] = _key(None, "evaluation batch size; unset: 2 x batch_size")
+    grad_accum_steps: int = _key(1, "batches per optimiser step (gradient accumulation)")
+    opt: str = _key("adamw", "timm optimiser name (timm.optim.list_optimizers())")
+    lr: float = _key(0.005, "learning rate")
+    weight_decay: float = _key(1e-4, "weight decay")
+    momentum: float = _key(0.9, "momentum (SGD-type optimisers)")
+    clip_grad: Optional[float] = _key(None, "clip the gradient norm to this value")
+    label_smoothing: float = _key(0.0, "label smoothing of the cross-entropy, in [0, 1)")
+    sched: str = _key("multistep", "timm learning-rate schedule", SCHEDULERS)
+    decay_milestones: List[int] = _key([15, 23], "multistep: epochs at which the lr is multiplied by decay_rate")
+    decay_rate: float = _key(0.25, "lr decay factor")
+    warmup_epochs: int = _key(0, "linear lr warm-up epochs")
+    warmup_lr: float = _key(1e-5, "lr at the start of the warm-up")
+    min_lr: float = _key(0.0, "lower bound of the lr")
+    sched_on_updates: bool = _key(False, "step the schedule every optimiser step instead of every epoch")
+    mixed_precision: Optional[str] = _key(None, MIXED_PRECISION_RULE, MIXED_PRECISION)
+    channels_last: bool = _key(False, "channels_last memory format")
+    compile: bool = _key(False, "torch.compile the model")
+    ema: bool = _key(False, "keep an EMA of the weights (evaluated as ema_test_acc)")
+    ema_decay: float = _key(0.999, "EMA decay")
+    # sleep-phase weight sharing; unset: the model's own sleep settings (``_hebb`` models)
+    sleep: Optional[bool] = _key(None, "sleep-phase weight sharing; unset: iff the model carries sleep settings")
+    sleep_every: Optional[int] = _key(None, "sleep every N optimiser steps; unset: the model's")
+    sleep_mode: Optional[str] = _key(None, "sharing mode; unset: the model's", SHARING_MODES)
+    sleep_pools: Optional[str] = _key(None, "sharing pools; unset: the model's", POOL_MODES)
+    sleep_iterations: Optional[int] = _key(None, "Hebbian iterations per sleep; unset: the model's")
+    sleep_batch_size: Optional[int] = _key(None, "noise images per Hebbian iteration; unset: the model's")
+    sleep_gamma: Optional[float] = _key(None, "Hebbian anchor strength gamma; unset: the model's")
+    sleep_lr: Optional[float] = _key(None, "Hebbian step size; unset: the model's")
     # run bookkeeping
-    seed: int = 0
-    output_dir: Optional[str] = None  # None: runs/<recipe name>
-    overwrite: bool = False
-    resume: bool = False
-    checkpoint_every: Optional[int] = None  # optimiser steps; None: at the end of every epoch
-    keep_checkpoints: int = 2
-    eval_every: Optional[int] = None  # optimiser steps; None: at the end of every epoch
-    log_every: int = 20
-    progress: bool = True
-    plots: bool = True
-    name: Optional[str] = None  # run name; None: the recipe file's name
+    seed: int = _key(0, "seed of model init, data order, augmentation and sleep noise")
+    output_dir: Optional[str] = _key(None, "run directory; unset: runs/<name>")
+    overwrite: bool = _key(False, "replace the run in output_dir")
+    resume: bool = _key(False, "continue the run in output_dir from its latest checkpoint")
+    checkpoint_every: Optional[int] = _key(None, "checkpoint every N optimiser steps; unset: every epoch")
+    keep_checkpoints: int = _key(2, "keep the newest N checkpoints")
+    eval_every: Optional[int] = _key(None, "evaluate every N optimiser steps; unset: every epoch")
+    log_every: int = _key(20, "write a train record to metrics.jsonl every N optimiser steps")
+    report_to: str = _key("none", "experiment trackers, as Accelerate's log_with: all | none | a comma-separated "
+                                  "list of tensorboard, wandb, trackio, comet_ml, mlflow, aim, clearml, dvclive, "
+                                  "swanlab (logging to output_dir)")
+    progress: bool = _key(True, "show a progress bar (stderr)")
+    plots: bool = _key(True, "write plots/accuracy.png and plots/snr.png")
+    name: Optional[str] = _key(None, "run name; unset: the recipe file's name (demo without a recipe)")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,9 +132,10 @@ class TrainConfig:
         for key in ("translate", "test_shift", "num_workers", "warmup_epochs"):
             positive(key, allow_zero=True)
         positive("lr")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"config key 'mixed_precision': expected one of {MIXED_PRECISION}, "
-                             f"got {self.mixed_precision!r}")
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"config key {f.name!r}: expected one of {', '.join(choices)}, got {value!r}")
         if self.sleep_mode is not None and self.sleep_mode not in SHARING_MODES:
             raise ValueError(f"config key 'sleep_mode': expected one of {SHARING_MODES}, got {self.sleep_mode!r}")
         if self.sleep_pools is not None and self.sleep_pools not in POOL_MODES:
@@ -199,6 +221,18 @@ def config_from_dict(values: Mapping[str, Any], base: Optional[TrainConfig] = No
     return TrainConfig(**current).validate()
 
 
+def read_yaml(path: Union[str, os.PathLike]) -> Any:
+    """A YAML file's content; malformed YAML is a one-line ValueError naming the file, line and column."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"recipe {str(path)!r} is not valid YAML: {problem}{where}") from None
+
+
 def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optional[Mapping[str, Any]] = None,
                 base: Optional[TrainConfig] = None) -> TrainConfig:
     """Reads a YAML recipe (optional) over ``base`` and applies ``overrides`` on top."""
@@ -207,8 +241,7 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optio
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
+        values = read_yaml(path) or {}
         if not isinstance(values, Mapping):
             raise ValueError(f"recipe {str(path)!r}: expected a mapping of keys to values, got {type(values).__name__}")
         values = dict(values)
@@ -224,3 +257,70 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optio
 def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
     """Writes the resolved config as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo): there a
+    bf16 matmul is several times faster than fp32; without them (AVX2, AVX-512) it is far slower."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def _default_mixed_precision(on_cpu: bool) -> str:
+    """The precision of an unset ``mixed_precision`` (MIXED_PRECISION_RULE)."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # what `accelerate launch` passes on
+    if launcher:
+        return launcher.lower()
+    return "bf16" if on_cpu and cpu_has_amx_bf16() else "no"
+
+
+def _model_input_size(model: str) -> Optional[int]:
+    """The square input size of a timm model's pretrained cfg; ValueError for an unknown model."""
+    import timm
+    import timm_lc.models  # noqa: F401  (registers the lc_resnet* models)
+    if not timm.is_model(model.split(".")[0]):
+        raise ValueError(f"unknown model {model!r}; expected a timm model name, e.g. one of "
+                         f"{', '.join(timm.list_models('lc_resnet*'))}")
+    input_size = getattr(timm.models.get_pretrained_cfg(model), "input_size", None)
+    return int(input_size[-1]) if input_size else None
+
+
+def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
+    """Accelerate's ``log_with`` for ``report_to``: None, "all", or the named trackers (each checked
+    known and installed, so a typo or a missing package fails before the run starts)."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+    names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return None
+    if names == ["all"]:
+        return "all"
+    known = [t for t in LoggerType.list() if t != "all"]
+    installed = {LoggerType(t).value for t in get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"config key 'report_to': unknown tracker {name!r}; expected all, none or a "
+                             f"comma-separated list of {', '.join(known)}")
+        if name not in installed:
+            raise ValueError(f"config key 'report_to': tracker {name!r} is not installed (pip install {name})")
+    return names
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with what depends on the model and the machine filled in, as the run will use it.
+
+    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo: its canvas);
+    ``mixed_precision``: MIXED_PRECISION_RULE unless set. Checks the model name and the trackers.
+    """
+    import torch
+    from accelerate.utils import parse_flag_from_env
+    cfg.validate()
+    native = _model_input_size(cfg.model)
+    img_size = cfg.img_size or (None if cfg.dataset == "demo" else native)
+    on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
+    trackers_for(cfg.report_to)
+    return dataclasses.replace(cfg, img_size=img_size, mixed_precision=precision).validate()

@@ -65,6 +65,18 @@ def load_model_for_eval(name: str, pretrained: bool = False) -> Tuple[nn.Module,
     return (load_pretrained_model(name) if pretrained else timm.create_model(name)), {}
 
 
+def _check_input_fits(model: nn.Module, name: str, data) -> None:
+    """The data's images have the channels (and, for a fixed-size model, the size) the model takes."""
+    from timm.data import resolve_model_data_config
+    config = resolve_model_data_config(model)
+    c, h, w = config["input_size"]
+    fixed = model.pretrained_cfg.get("fixed_input_size", False)
+    if c != data.in_chans or (fixed and (h, w) != (data.img_size, data.img_size)):
+        raise ValueError(f"{name} takes {c}x{h}x{w} images, data set {data.name!r} gives {data.in_chans}x"
+                         f"{data.img_size}x{data.img_size}; evaluate a model built for this data (a run directory, "
+                         f"an hf-hub:/local-dir: checkpoint, or a pretrained tag with --pretrained)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timm-lc eval", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="run directory, hf-hub:ORG/REPO, local-dir:PATH or a timm model name")
@@ -109,11 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         values.update(eval_batch_size=args.batch_size, num_workers=args.num_workers)
         cfg = config_from_dict(values, source="timm-lc eval")
         data = build_data(cfg, with_train=False)
+        _check_input_fits(model, args.model, data)
+        result = evaluate_accuracy(model.to(args.device), build_eval_loader(data, cfg))
     except (ValueError, FileNotFoundError, DatasetUnavailableError, HubError) as e:
         print(f"timm-lc eval: error: {e}", file=sys.stderr)
         return 2
-    model = model.to(args.device)
-    result = evaluate_accuracy(model, build_eval_loader(data, cfg))
     result.update(model=args.model, dataset=data.name, split=cfg.eval_split or "default")
     if args.json:
         print(json.dumps(result))

@@ -1,13 +1,17 @@
 """The Accelerate training loop behind ``timm-lc train`` and ``python -m timm_lc.train``.
 
-One function, ``train(cfg)``: builds data, model (timm), optimiser and scheduler (timm's
-factories), optional EMA and the ``SleepPhase`` hook, then trains with Accelerate (DDP, mixed
-precision, gradient accumulation), evaluating, logging and checkpointing on the way, and
-finally writes the run directory: ``model.safetensors`` + timm ``config.json`` (loadable with
+One function, ``train(cfg)``: resolves the config (``resolve_config``: image size, precision),
+builds data, model (timm), optimiser and scheduler (timm's factories), optional EMA and the
+``SleepPhase`` hook, then trains with Accelerate (DDP, mixed precision, gradient accumulation,
+trackers), evaluating, logging and checkpointing on the way, and finally writes the run
+directory: ``model.safetensors`` + timm ``config.json`` (loadable with
 ``timm.create_model("local-dir:RUN")``), ``metrics.jsonl``, ``plots/``, ``recipe.yaml`` and
-``checkpoints/``. A run resumed from a checkpoint ends bitwise identical to an uninterrupted one.
+``checkpoints/``. Everything that can fail at the start (config, model, data, memory) is checked
+before the output directory is touched. It prints a start line and one line per epoch. A run
+resumed from a checkpoint ends bitwise identical to an uninterrupted one.
 """
 import math
+import os
 import shutil
 import sys
 import time
@@ -23,13 +27,14 @@ from ..layers import LocallyConnected2d
 from ..sharing import sharing_snr
 from .checkpoint import (
     CHECKPOINTS_DIR, latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint)
-from .config import TrainConfig, save_config
+from .config import TrainConfig, resolve_config, save_config, trackers_for
 from .data import build_data, build_eval_loader, build_train_loader
 from .evaluate import evaluate_accuracy
 from .metrics import MetricsWriter, plot_metrics
 from .sleep_phase import SleepPhase
 
-__all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "RunExistsError"]
+__all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "check_memory", "holds_run",
+           "remove_run_files", "RunExistsError"]
 
 _RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, RECIPE_NAME)
 _RUN_DIRS = (CHECKPOINTS_DIR, PLOTS_DIR)
@@ -81,10 +86,41 @@ def create_run_model(cfg: TrainConfig, num_classes: int, in_chans: int, img_size
     if fixed or "img_size" in cfg.model_kwargs:
         kwargs["img_size"] = img_size
     kwargs.update(cfg.model_kwargs)
-    if not timm.is_model(cfg.model.split(".")[0]):
-        raise ValueError(f"unknown model {cfg.model!r}; expected a timm model name, e.g. one of "
-                         f"{', '.join(timm.list_models('lc_resnet*'))}")
     return timm.create_model(cfg.model, **kwargs)
+
+
+def check_memory(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int, device: torch.device,
+                 local_processes: int = 1) -> int:
+    """Refuses a job whose weights alone (fp32 weights, gradients, optimiser state) exceed the free
+    RAM or GPU memory, before anything is allocated: one clear error instead of an OOM kill.
+    Counts the weights on the meta device; returns the count."""
+    import psutil
+    with torch.device("meta"):
+        weights = sum(p.numel() for p in create_run_model(cfg, num_classes, in_chans, img_size).parameters())
+    state = 4 if cfg.opt.lower() in ("sgd", "momentum", "nesterov") else 8
+    need = weights * (8 + state + (4 if cfg.ema else 0))
+    if device.type == "cuda":
+        free, where = torch.cuda.mem_get_info(device)[0], f"GPU memory on {device}"
+    else:
+        free = psutil.virtual_memory().available // local_processes
+        where = "RAM" + (f" per process ({local_processes} on this machine)" if local_processes > 1 else "")
+    if need > free:
+        raise ValueError(f"{cfg.model} at {img_size}x{img_size} has {weights / 1e9:.2f} B weights: training needs "
+                         f"at least {need / 2**30:.1f} GiB (fp32 weights, gradients, {cfg.opt} state) but only "
+                         f"{free / 2**30:.1f} GiB of {where} is free; pass a smaller --img-size or model")
+    return weights
+
+
+def _cpu_processes() -> bool:
+    """A multi-process launch on a machine without CUDA: run on CPU (gloo). ``accelerate launch``
+    with a MULTI_GPU config does not pass its ``use_cpu`` on (recipes/accelerate/cpu_2proc.yaml), and
+    each process would otherwise start a single-process run of its own."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _scalars(cfg: TrainConfig) -> Dict[str, Any]:
+    """The config as trackers accept it (scalars; lists and mappings as text)."""
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in cfg.to_dict().items()}
 
 
 def build_sleep(cfg: TrainConfig, model: nn.Module) -> Optional[SleepPhase]:
@@ -133,22 +169,23 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     from timm.scheduler import create_scheduler_v2
     from tqdm.auto import tqdm
 
-    cfg.validate()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum_steps,
-                              step_scheduler_with_optimizer=False)
-    is_main = accelerator.is_main_process
+    cfg = resolve_config(cfg)
     out = resolve_output_dir(cfg)
     _check_output_dir(cfg, out)
-    accelerator.wait_for_everyone()
-    if is_main:
-        if cfg.overwrite:
-            remove_run_files(out)
-        out.mkdir(parents=True, exist_ok=True)
-        remove_partial_checkpoints(out)
-        save_config(cfg, out / RECIPE_NAME)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum_steps,
+                              step_scheduler_with_optimizer=False, cpu=_cpu_processes(),
+                              log_with=trackers_for(cfg.report_to), project_dir=str(out))
+    is_main = accelerator.is_main_process
 
-    set_seed(cfg.seed)  # the same model init on every process
+    def say(line: str) -> None:  # above the progress bar, main process only
+        if is_main:
+            tqdm.write(line, file=sys.stdout)
+            sys.stdout.flush()
+
     data = build_data(cfg)
+    num_weights = check_memory(cfg, data.num_classes, data.in_chans, data.img_size, accelerator.device,
+                               int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+    set_seed(cfg.seed)  # the same model init on every process
     model = create_run_model(cfg, data.num_classes, data.in_chans, data.img_size)
     sleep = build_sleep(cfg, model)
     if cfg.channels_last:
@@ -180,7 +217,26 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
-    metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main)
+    # every start-up check has passed: only now is the output directory touched
+    if is_main:
+        if cfg.overwrite:
+            remove_run_files(out)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_partial_checkpoints(out)
+        save_config(cfg, out / RECIPE_NAME)
+    accelerator.wait_for_everyone()
+    accelerator.init_trackers(cfg.name or "demo", config=_scalars(cfg))
+    processes = f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}"
+    say(f"training {cfg.model} ({num_weights:,} weights) on {data.name} ({len(data.train):,} train / "
+        f"{len(data.eval):,} eval images, {data.in_chans}x{data.img_size}x{data.img_size}, {data.num_classes} "
+        f"classes) into {out}: {processes} on {accelerator.device.type}, precision {accelerator.mixed_precision}, "
+        f"{total_steps} steps")
+    metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main, constant={"num_processes": accelerator.num_processes})
+
+    def log(event: str, at_step: int, **values: Any) -> None:  # metrics.jsonl and the trackers
+        metrics.log(event, at_step, **values)
+        accelerator.log({f"{event}/{k}": v for k, v in values.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=at_step)
     step, epoch, skip = 0, 0, 0
     if cfg.resume:
         ckpt = latest_checkpoint(out)
@@ -189,11 +245,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if skip >= batches_per_epoch:
             epoch, skip = epoch + 1, 0
         metrics.truncate_after(step)
-        accelerator.print(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {skip})")
+        say(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {skip})")
     else:
-        metrics.log("start", 0, model=cfg.model, dataset=data.name, num_processes=accelerator.num_processes,
-                    params=sum(p.numel() for p in unwrapped.parameters()), total_steps=total_steps,
-                    sleep=sleep.config() if sleep else None)
+        metrics.log("start", 0, model=cfg.model, dataset=data.name, params=num_weights, total_steps=total_steps,
+                    mixed_precision=accelerator.mixed_precision, sleep=sleep.config() if sleep else None)
     scheduler.step(epoch)
     scheduler.step_update(step)
 
@@ -217,7 +272,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if sleep is not None:
             values["sleep_time"] = sleep.sleep_time
             values["num_sleeps"] = sleep.num_sleeps
-        metrics.log("eval", step, **values)
+        log("eval", step, **values)
         model.train()
         return values
 
@@ -232,79 +287,95 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     def zero() -> torch.Tensor:
         return torch.zeros((), dtype=torch.float64, device=accelerator.device)
 
+    def epoch_line(loss_sum: torch.Tensor, batches: int, images: int, seconds: float) -> str:
+        loss = accelerator.reduce(loss_sum, reduction="sum").item() / max(batches * accelerator.num_processes, 1)
+        parts = [f"loss {loss:.4f}"] + [f"{label} {last_eval[key]:.2f}%" for key, label in
+                                         (("train_acc", "train acc"), ("test_acc", "test acc"))
+                                         if last_eval.get(key) is not None]
+        if last_eval.get("snr") is not None:
+            parts.append(f"SNR {last_eval['snr']:.4g}")
+        parts.append(f"{images / max(seconds, 1e-9):,.0f} img/s")
+        return f"epoch {epoch + 1}/{num_epochs} (step {step}/{total_steps}): " + ", ".join(parts)
+
     train_correct, train_count = zero(), 0
     interval_loss, interval_batches, interval_images = zero(), 0, 0
     interval_start = time.perf_counter()
     start_sleep_time = sleep.sleep_time if sleep is not None else 0.0
     wall_start = time.perf_counter()
     batch_in_epoch = 0
-    while step < total_steps and epoch < num_epochs:
-        sampler.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        loader = train_loader
-        if skip:
-            loader = accelerator.skip_first_batches(train_loader, skip)
-            loader.set_epoch(epoch)
-        batch_in_epoch = skip
-        skip = 0
-        train_correct, train_count = zero(), 0
-        for images, targets in loader:
-            with accelerator.accumulate(model):
-                if cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with accelerator.autocast():
-                    logits = model(images)
-                    loss = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
-                accelerator.backward(loss)
-                if cfg.clip_grad is not None and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            batch_in_epoch += 1
-            interval_loss += loss.detach()
-            interval_batches += 1
-            interval_images += images.shape[0] * accelerator.num_processes
-            train_correct += (logits.detach().argmax(-1) == targets).sum()
-            train_count += targets.numel()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            if sleep is not None:
-                report = sleep.step(accelerator, model)
-                if report is not None:
-                    metrics.log("sleep", step, **_report_summary(report))
-            if ema is not None:
-                ema.update(unwrapped, step=step)
-            scheduler.step_update(step)
-            progress.update(1)
-            end_of_epoch = batch_in_epoch >= batches_per_epoch
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = time.perf_counter() - interval_start
-                sleep_share = 0.0
+    try:
+        while step < total_steps and epoch < num_epochs:
+            sampler.set_epoch(epoch)
+            train_loader.set_epoch(epoch)
+            loader = train_loader
+            if skip:
+                loader = accelerator.skip_first_batches(train_loader, skip)
+                loader.set_epoch(epoch)
+            batch_in_epoch = skip
+            skip = 0
+            train_correct, train_count = zero(), 0
+            epoch_loss, epoch_batches, epoch_images, epoch_start = zero(), 0, 0, time.perf_counter()
+            for images, targets in loader:
+                with accelerator.accumulate(model):
+                    if cfg.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    with accelerator.autocast():
+                        logits = model(images)
+                        loss = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
+                    accelerator.backward(loss)
+                    if cfg.clip_grad is not None and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                batch_in_epoch += 1
+                interval_loss += loss.detach()
+                epoch_loss += loss.detach()
+                interval_batches += 1
+                epoch_batches += 1
+                interval_images += images.shape[0] * accelerator.num_processes
+                epoch_images += images.shape[0] * accelerator.num_processes
+                train_correct += (logits.detach().argmax(-1) == targets).sum()
+                train_count += targets.numel()
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
                 if sleep is not None:
-                    sleep_share = (sleep.sleep_time - start_sleep_time) / max(elapsed, 1e-9)
-                    start_sleep_time = sleep.sleep_time
-                mean_loss = interval_loss.item() / max(interval_batches, 1)
-                metrics.log("train", step, epoch=epoch, loss=mean_loss,
-                            lr=optimizer.param_groups[0]["lr"], images_per_s=interval_images / max(elapsed, 1e-9),
-                            sleep_fraction=sleep_share)
-                progress.set_postfix(loss=f"{mean_loss:.3f}",
-                                     acc=last_eval.get("test_acc", float("nan")))
-                interval_loss, interval_batches, interval_images = zero(), 0, 0
-                interval_start = time.perf_counter()
-            if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
-                    or step == total_steps:
-                last_eval, last_eval_step = run_eval(), step
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
-                    (cfg.checkpoint_every is None and end_of_epoch) or step == total_steps:
-                checkpoint(batch_in_epoch)
-                last_ckpt_step = step
-            if step >= total_steps:
-                break
-        if batch_in_epoch >= batches_per_epoch:
-            epoch += 1
-            scheduler.step(epoch)
-    progress.close()
+                    report = sleep.step(accelerator, model)
+                    if report is not None:
+                        log("sleep", step, **_report_summary(report))
+                if ema is not None:
+                    ema.update(unwrapped, step=step)
+                scheduler.step_update(step)
+                progress.update(1)
+                end_of_epoch = batch_in_epoch >= batches_per_epoch
+                if step % cfg.log_every == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - interval_start
+                    sleep_share = 0.0
+                    if sleep is not None:
+                        sleep_share = (sleep.sleep_time - start_sleep_time) / max(elapsed, 1e-9)
+                        start_sleep_time = sleep.sleep_time
+                    mean_loss = interval_loss.item() / max(interval_batches, 1)
+                    log("train", step, epoch=epoch, loss=mean_loss, lr=optimizer.param_groups[0]["lr"],
+                        images_per_s=interval_images / max(elapsed, 1e-9), sleep_fraction=sleep_share)
+                    progress.set_postfix(loss=f"{mean_loss:.3f}", acc=last_eval.get("test_acc", float("nan")))
+                    interval_loss, interval_batches, interval_images = zero(), 0, 0
+                    interval_start = time.perf_counter()
+                if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
+                        or step == total_steps:
+                    last_eval, last_eval_step = run_eval(), step
+                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
+                        (cfg.checkpoint_every is None and end_of_epoch) or step == total_steps:
+                    checkpoint(batch_in_epoch)
+                    last_ckpt_step = step
+                if step >= total_steps:
+                    break
+            if epoch_batches:
+                say(epoch_line(epoch_loss, epoch_batches, epoch_images, time.perf_counter() - epoch_start))
+            if batch_in_epoch >= batches_per_epoch:
+                epoch += 1
+                scheduler.step(epoch)
+    finally:  # also on Ctrl-C: leave the terminal clean for the one-line message
+        progress.close()
 
     if last_eval_step != step:
         last_eval, last_eval_step = run_eval(), step
@@ -322,9 +393,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         save_pretrained(unwrapped, out, extra_config=extra)
         if cfg.plots:
             plot_metrics(out / METRICS_NAME, out / PLOTS_DIR, title=cfg.name or cfg.model)
-        metrics.log("final", step, **{k: v for k, v in final.items() if k != "step"})
+        log("final", step, **{k: v for k, v in final.items() if k != "step"})
     accelerator.wait_for_everyone()
-    accelerator.print(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% "
-                      f"after {step} steps; run saved to {out}")
+    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} steps; run saved to {out}")
     accelerator.end_training()
     return final

@@ -40,11 +40,15 @@ def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
 
 
 class MetricsWriter:
-    """Appends records to ``metrics.jsonl``; a no-op on non-main processes (``enabled=False``)."""
+    """Appends records to ``metrics.jsonl``; a no-op on non-main processes (``enabled=False``).
 
-    def __init__(self, path: os.PathLike, enabled: bool = True):
+    ``constant`` values (e.g. ``num_processes``) go into every record.
+    """
+
+    def __init__(self, path: os.PathLike, enabled: bool = True, constant: Optional[Dict[str, Any]] = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.constant = dict(constant or {})
 
     def truncate_after(self, step: int) -> None:
         """Drops records logged after ``step`` and "final" records (resume), rewriting the file atomically."""
@@ -56,7 +60,7 @@ class MetricsWriter:
     def log(self, event: str, step: int, **values: Any) -> None:
         if not self.enabled:
             return
-        record = _clean({"event": event, "step": step, **values})
+        record = _clean({"event": event, "step": step, **self.constant, **values})
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
