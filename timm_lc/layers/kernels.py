@@ -66,6 +66,8 @@ def triton_unusable(x: torch.Tensor) -> Optional[str]:
         return _triton_error
     if x.dtype not in module.DTYPES:
         return f"dtype {x.dtype} is not supported (supported: {', '.join(str(d) for d in module.DTYPES)})"
+    if x.numel() >= 2 ** 31:
+        return f"inputs of 2**31 elements or more are not supported (offsets within one are int32), got {x.numel()}"
     if x.device.type == "cuda" or (module.INTERPRETED and x.device.type == "cpu"):
         return None
     if x.device.type == "cpu":
