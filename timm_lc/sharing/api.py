@@ -1,7 +1,7 @@
 """``share_weights_``: weight sharing for every LocallyConnected2d of a model, in place."""
 import time
 from contextlib import nullcontext
-from typing import Optional
+from typing import Collection, Optional
 
 import torch
 from torch import nn
@@ -56,6 +56,7 @@ def share_weights_(
         gamma: float = 1e-5,
         lr: Optional[float] = None,
         seed: int = 0,
+        layers: Optional[Collection[str]] = None,
         **mode_options,
 ) -> SharingReport:
     """Shares the filters of every LocallyConnected2d in ``module`` (or ``module`` itself), in place.
@@ -75,11 +76,15 @@ def share_weights_(
     apply it at the end, exact for the Hebbian rule and much cheaper when a layer has more pooled
     filters than inputs; 'auto' picks the cheaper).
 
+    ``layers``: names (as in ``named_modules``) of the LC layers to share; None shares all. The
+    others are left untouched and out of the report.
+
     Computes in fp32 (autocast off) and writes back in each weight's dtype, under no_grad; bias,
-    gradients and optimiser state are untouched. Noise comes from one ``torch.Generator`` on the
-    weights' device seeded with ``seed`` (layers drawn in module order): the same seed gives
-    bitwise the same result, and the global RNG is not used. A layer whose sleep diverges is rolled
-    back with a ``SleepDivergenceWarning``.
+    gradients and optimiser state are untouched. The i-th LC layer of ``module`` draws its noise
+    from its own ``torch.Generator`` on the weight's device seeded with ``seed + i``: the same seed
+    gives bitwise the same result whichever subset of layers is shared (so processes can split a
+    sleep), and the global RNG is not used. A layer whose sleep diverges is rolled back with a
+    ``SleepDivergenceWarning``.
     """
     _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, mode_options)
     options = dict(mode_options)
@@ -87,8 +92,14 @@ def share_weights_(
     if mode == "rate":
         RateRule(**rate_options)  # validate before touching any layer
     report = SharingReport(mode, pools, iterations, batch_size, float(gamma), seed, options)
-    generators = {}
-    for name, layer in lc_layers(module):
+    all_layers = lc_layers(module)
+    if layers is not None:
+        unknown = sorted(set(layers) - {name for name, _ in all_layers})
+        if unknown:
+            raise ValueError(f"layers {unknown} are not LocallyConnected2d layers of the module")
+    for index, (name, layer) in enumerate(all_layers):
+        if layers is not None and name not in layers:
+            continue
         start = time.perf_counter()
         device = layer.weight.device
         layer_pools = find_pools(layer, pools)
@@ -99,12 +110,11 @@ def share_weights_(
             if mode == "instant":
                 instant_share_(layer, layer_pools)
             else:
-                if device not in generators:
-                    generators[device] = torch.Generator(device=device)
-                    generators[device].manual_seed(seed)
+                generator = torch.Generator(device=device)
+                generator.manual_seed(seed + index)
                 rule = RateRule(**rate_options) if mode == "rate" else HebbianRule()
                 outcome = sleep_layer_(
-                    layer, layer_pools, iterations, batch_size, float(gamma), generators[device], lr=lr,
+                    layer, layer_pools, iterations, batch_size, float(gamma), generator, lr=lr,
                     schedule=options.get("schedule", "auto"), check_every=options.get("check_every", 10),
                     trace=bool(options.get("trace", False)), rule=rule, name=name,
                     solver=options.get("solver", "auto"))

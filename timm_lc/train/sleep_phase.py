@@ -3,10 +3,14 @@
 Call ``sleep.step(accelerator, model)`` after every optimiser step. Every ``every`` real
 optimiser steps it pauses training and runs ``timm_lc.sharing.share_weights_`` on the unwrapped
 model (the paper's sleep phase; optimiser state untouched). The sleep noise is seeded by
-(seed, step), so every process computes the same update and a resumed run repeats it exactly.
-Under DDP all processes end the sleep bitwise identical: parameters are fingerprinted across
-processes (any mismatch is repaired by a broadcast from process 0, with a warning) and buffers
-(BatchNorm statistics, which DDP lets drift between forwards) are broadcast from process 0.
+(seed, step), so a resumed run repeats it exactly. Under DDP the noise-driven sleep (Hebbian,
+rate) is split across processes: each computes its share of the layers (balanced by weight
+count) and broadcasts them, so the sleep's wall time falls with the number of processes, with
+the same result as on one process. Instant sharing (a single pass over the weights) is cheaper
+to repeat than to broadcast and runs on every process. All processes end the sleep bitwise
+identical: before it, parameters are fingerprinted across processes (any mismatch is repaired
+by a broadcast from process 0, with a warning), and buffers (BatchNorm statistics, which DDP
+lets drift between forwards) are broadcast from process 0.
 FSDP, DeepSpeed and Megatron shard the LC weights, which the sleep must see whole: refused.
 """
 import os
@@ -63,6 +67,19 @@ def _fingerprint(t: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _layer_owners(module: nn.Module, processes: int) -> Dict[str, int]:
+    """Which process sleeps each LC layer (module order): greedy balance of the weight counts."""
+    from timm_lc.sharing.metrics import lc_layers
+    layers = lc_layers(module)
+    load = [0] * processes
+    owners = {}
+    for name, layer in sorted(layers, key=lambda item: -item[1].weight.numel()):
+        rank = min(range(processes), key=lambda r: (load[r], r))
+        owners[name] = rank
+        load[rank] += layer.weight.numel()
+    return {name: owners[name] for name, _ in layers}
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
@@ -82,9 +99,10 @@ class SleepPhase:
             (all positions: exact convolution).
         iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised).
         seed: base seed; the noise of the sleep after step ``s`` is seeded by ``(seed, s)``.
-        sync: under multi-process runs, ``"check"`` fingerprints parameters across processes and
-            repairs mismatches, ``"broadcast"`` always broadcasts them from process 0, ``"none"``
-            trusts determinism. Buffers are broadcast from process 0 unless ``sync="none"``.
+        sync: under multi-process runs, before each sleep ``"check"`` fingerprints parameters across
+            processes and repairs mismatches, ``"broadcast"`` always broadcasts them from process 0,
+            ``"none"`` trusts DDP. Buffers are broadcast from process 0 after the sleep unless
+            ``sync="none"``; the layers of a split sleep are always broadcast from their process.
         **options: further ``share_weights_`` options (e.g. the rate dynamics' ``alpha``, ``tau``).
     """
 
@@ -112,7 +130,6 @@ class SleepPhase:
         self.num_updates = 0  # real optimiser steps seen
         self.num_sleeps = 0
         self.sleep_time = 0.0  # seconds spent asleep, in total
-        self.last_report = None
 
     @classmethod
     def from_model(cls, model: nn.Module, **overrides: Any) -> "SleepPhase":
@@ -160,17 +177,36 @@ class SleepPhase:
         _refuse_sharded(accelerator.distributed_type)
         module = accelerator.unwrap_model(model, keep_torch_compile=False)
         start = time.perf_counter()
+        processes = accelerator.num_processes
+        if processes > 1 and self.sync != "none":
+            self._synchronise_parameters(accelerator, module)
+        owners = _layer_owners(module, processes) if processes > 1 and self.mode != "instant" else None
+        mine = None if owners is None else [n for n, rank in owners.items() if rank == accelerator.process_index]
         report = share_weights_(module, mode=self.mode, pools=self.pools, iterations=self.iterations,
                                 batch_size=self.batch_size, gamma=self.gamma, lr=self.lr,
-                                seed=derive_seed(self.seed, self.num_updates), **self.options)
-        if accelerator.num_processes > 1 and self.sync != "none":
-            self._synchronise(accelerator, module)
+                                seed=derive_seed(self.seed, self.num_updates), layers=mine, **self.options)
+        if owners is not None:
+            self._gather_split(accelerator, module, owners, report)
+        if processes > 1 and self.sync != "none":
+            import torch.distributed as dist
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
         self.sleep_time += time.perf_counter() - start
         self.num_sleeps += 1
-        self.last_report = report
         return report
 
-    def _synchronise(self, accelerator, module: nn.Module) -> None:
+    @staticmethod
+    def _gather_split(accelerator, module: nn.Module, owners: Dict[str, int], report) -> None:
+        """Broadcasts every layer from the process that slept it; collects all layer reports."""
+        import torch.distributed as dist
+        from accelerate.utils import gather_object
+        layers = dict(module.named_modules())
+        for name, rank in owners.items():
+            dist.broadcast(layers[name].weight.data, src=rank)
+        order = {name: i for i, name in enumerate(owners)}
+        report.layers = sorted(gather_object(report.layers), key=lambda layer: order[layer.name])
+
+    def _synchronise_parameters(self, accelerator, module: nn.Module) -> None:
         import torch.distributed as dist
         params = [p for p in module.parameters()]
         if self.sync == "broadcast":
@@ -181,9 +217,9 @@ class SleepPhase:
             differs = (gathered != gathered[:1]).any(0).any(1)
             mismatched = [p for p, bad in zip(params, differs.tolist()) if bad]
             if mismatched:
-                warnings.warn(f"SleepPhase: {len(mismatched)} parameter tensors differed across processes after "
+                warnings.warn(f"SleepPhase: {len(mismatched)} parameter tensors differed across processes before "
                               f"the sleep at step {self.num_updates}; broadcasting them from process 0")
-        for tensor in mismatched + [b for b in module.buffers()]:
+        for tensor in mismatched:
             dist.broadcast(tensor.data, src=0)
 
     def state_dict(self) -> Dict[str, Any]:
