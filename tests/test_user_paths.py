@@ -75,16 +75,18 @@ def test_failed_starts_leave_the_output_directory_as_it_was(tmp_path, cifar_fixt
     cifar = ["--dataset", "cifar10", "--dataset-path", str(cifar_fixture), "--model", "lc_resnet20",
              "--batch-size", "4", "--img-size", "8"]
     failures = {
-        "model": ["--model", "lc_resnet_nope"],
-        "data": ["--dataset", "cifar10", "--dataset-path", str(tmp_path / "missing")],
-        "column": cifar + ["--image-column", "pixels"],
-        "config": ["--sched", "sometimes"],
-        "memory": cifar,
+        "model": ["--overwrite", "--model", "lc_resnet_nope"],
+        "data": ["--overwrite", "--dataset", "cifar10", "--dataset-path", str(tmp_path / "missing")],
+        "column": ["--overwrite"] + cifar + ["--image-column", "pixels"],
+        "config": ["--overwrite", "--sched", "sometimes"],
+        "checkpoint": ["--resume", "--num-classes", "5"],
+        "memory": ["--overwrite"] + cifar,
     }
-    monkeypatch.setattr("psutil.virtual_memory", lambda: type("vm", (), {"available": 1 << 16})())
     capsys.readouterr()
     for what, args in failures.items():
-        assert train_main(SMALL + ["--output-dir", str(run), "--overwrite", "--max-steps", "1"] + args) == 2, what
+        if what == "memory":
+            monkeypatch.setattr("psutil.virtual_memory", lambda: type("vm", (), {"available": 1 << 16})())
+        assert train_main(SMALL + ["--output-dir", str(run), "--max-steps", "2"] + args) == 2, what
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("timm-lc train: error:"), (what, err)
         assert _snapshot(run) == before, what

@@ -100,6 +100,11 @@ def load_checkpoint(accelerator, path: os.PathLike) -> Dict[str, Any]:
     state_file = path / TRAINER_STATE
     if not state_file.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a complete checkpoint (no {TRAINER_STATE})")
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except (RuntimeError, KeyError, ValueError) as err:  # e.g. resumed with flags that change the model
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"checkpoint {str(path)!r} does not fit this run ({detail}); resume with the run's own "
+                         f"settings, or start a new run without --resume") from err
     with open(state_file) as f:
         return json.load(f)

@@ -217,6 +217,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
 
+    step, epoch, skip = 0, 0, 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:  # reads only: a checkpoint that does not fit fails before anything is written
+        state = load_checkpoint(accelerator, ckpt)
+        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
+        if skip >= batches_per_epoch:
+            epoch, skip = epoch + 1, 0
+
     # every start-up check has passed: only now is the output directory touched
     if is_main:
         if cfg.overwrite:
@@ -227,9 +235,12 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.init_trackers(cfg.name or "demo", config=_scalars(cfg))
     processes = f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}"
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", accelerator.mixed_precision)
+    precision = accelerator.mixed_precision + (f" (recipe/flag; accelerate launch: {launcher})"
+                                               if launcher != accelerator.mixed_precision else "")
     say(f"training {cfg.model} ({num_weights:,} weights) on {data.name} ({len(data.train):,} train / "
         f"{len(data.eval):,} eval images, {data.in_chans}x{data.img_size}x{data.img_size}, {data.num_classes} "
-        f"classes) into {out}: {processes} on {accelerator.device.type}, precision {accelerator.mixed_precision}, "
+        f"classes) into {out}: {processes} on {accelerator.device.type}, precision {precision}, "
         f"{total_steps} steps")
     metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main, constant={"num_processes": accelerator.num_processes})
 
@@ -237,13 +248,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         metrics.log(event, at_step, **values)
         accelerator.log({f"{event}/{k}": v for k, v in values.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=at_step)
-    step, epoch, skip = 0, 0, 0
-    if cfg.resume:
-        ckpt = latest_checkpoint(out)
-        state = load_checkpoint(accelerator, ckpt)
-        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
-        if skip >= batches_per_epoch:
-            epoch, skip = epoch + 1, 0
+
+    if ckpt is not None:
         metrics.truncate_after(step)
         say(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {skip})")
     else:
