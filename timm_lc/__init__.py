@@ -4,7 +4,9 @@ Importing ``timm_lc`` registers the ``lc_resnet*`` models with timm (timm has no
 points), so ``import timm_lc`` must come before ``timm.create_model("lc_resnet...")``.
 """
 from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
-from .convert import ConversionReport, convert_to_lc, lc_conversion_report, lc_to_conv, register_conv_handler
+from .convert import (
+    ConversionReport, convert_to_lc, convert_to_lc_, lc_conversion_report, lc_to_conv, lc_to_conv_,
+    register_conv_handler)
 from .sharing import SharingReport, SleepDivergenceWarning, find_pools, pool_ids, share_weights_, sharing_snr
 from . import models  # registers lc_resnet* with timm
 from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
