@@ -68,6 +68,8 @@ def cifar_fixture(tmp_path_factory):
 def test_failed_starts_leave_the_output_directory_as_it_was(tmp_path, cifar_fixture, monkeypatch, capsys):
     fresh = tmp_path / "fresh"
     assert train_main(SMALL + ["--output-dir", str(fresh), "--model", "lc_resnet_nope"]) == 2
+    assert train_main(SMALL + ["--output-dir", str(fresh), "--dataset-path", str(tmp_path / "missing"),
+                               "--dataset", "cifar10"]) == 2
     assert not fresh.exists()
     run = tmp_path / "run"
     assert train_main(SMALL + ["--output-dir", str(run), "--max-steps", "1"]) == 0  # retry-free start
