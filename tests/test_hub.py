@@ -114,7 +114,8 @@ def test_push_uploads_checkpoint_card_and_plots_in_one_commit(hub_server, pushed
     assert config["architecture"] == ARCH and config["num_classes"] == 10
     assert config["pretrained_cfg"]["input_size"] == [3, 16, 16]
     assert config["model_args"]["num_classes"] == 10
-    assert config["sleep"] == model.sleep_cfg == {"every": 10, "mode": "hebbian", "pools": "paper",
+    assert "sleep" not in config  # one place: pretrained_cfg, which create_model gives back
+    assert config["pretrained_cfg"]["sleep"] == model.sleep_cfg == {"every": 10, "mode": "hebbian", "pools": "paper",
                                                   "iterations": 100, "batch_size": 128, "gamma": 1e-5, "lr": None}
 
     card = files["README.md"].decode()
@@ -164,6 +165,16 @@ def test_load_by_hf_hub_local_dir_and_registered_tag(pushed, monkeypatch):
 
     for name in ("hf-hub:test-org/tiny", f"local-dir:{directory}", str(directory), f"{ARCH}.hubtest"):
         _assert_same_weights(load_pretrained_model(name), model)
+
+
+def test_non_default_sleep_settings_come_back_from_the_hub(hub, hub_token, run):
+    from timm_lc.train import SleepPhase
+    _, model = run
+    trained = dict(model.sleep_cfg, every=1, iterations=2, pools="residue")
+    push_to_hub(model, "test-org/sleepy", token=hub_token, extra_config={"sleep": trained})
+    from_hub = timm.create_model("hf-hub:test-org/sleepy", pretrained=True)
+    assert from_hub.sleep_cfg == trained
+    assert SleepPhase.from_model(from_hub).config() == dict(trained, seed=0)
 
 
 def test_load_revision(hub, hub_token, run):

@@ -45,7 +45,8 @@ def test_run_directory(demo_run):
     assert all(r["deviation_after"] < r["deviation_before"] and r["wall_time"] > 0 for r in sleeps)
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "lc_resnet_tiny_hebb" and config["dataset"] == "demo"
-    assert config["sleep"]["every"] == 3 and config["sleep"]["mode"] == "hebbian"
+    sleep = config["pretrained_cfg"]["sleep"]  # the one place of the run's sleep settings
+    assert "sleep" not in config and sleep["every"] == 3 and sleep["iterations"] == 4 and sleep["mode"] == "hebbian"
     assert config["recipe"]["max_steps"] == 6 and config["metrics"]["test_acc"] == final["test_acc"]
     assert config["model_args"]["in_chans"] == 1 and final["step"] == 6
 
@@ -56,6 +57,17 @@ def test_local_dir_model_equals_trained_weights(demo_run):
     saved = load_file(out / "model.safetensors")
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     assert model.sleep_cfg is not None and model.pretrained_cfg["mean"] == pytest.approx([0.3053])
+
+
+def test_reloaded_run_sleeps_as_trained(demo_run):
+    """The run's non-default sleep settings (every 3, 4 iterations) come back, not the architecture's."""
+    from timm_lc.train import SleepPhase
+    out, _ = demo_run
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    expected = dict(every=3, mode="hebbian", pools="paper", iterations=4, batch_size=128, gamma=1e-5, lr=None)
+    assert model.sleep_cfg == model.pretrained_cfg["sleep"] == expected
+    sleep = SleepPhase.from_model(model)
+    assert {k: getattr(sleep, k) for k in expected} == expected
 
 
 def test_eval_command_reproduces_final_accuracy(demo_run, capsys):

@@ -7,7 +7,8 @@ from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
 from .convert import (
     ConversionReport, convert_to_lc, convert_to_lc_, lc_conversion_report, lc_to_conv, lc_to_conv_,
     register_conv_handler)
-from .sharing import SharingReport, SleepDivergenceWarning, find_pools, pool_ids, share_weights_, sharing_snr
+from .sharing import (
+    PAPER_SLEEP, SharingReport, SleepConfig, SleepDivergenceWarning, find_pools, pool_ids, share_weights_, sharing_snr)
 from . import models  # registers lc_resnet* with timm
 from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
 from .hub import load_pretrained_model, push_to_hub, save_pretrained

@@ -36,6 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf
 from ._io import atomic_path, write_text_atomic
+from .sharing.settings import SleepConfig
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MANIFEST_KEYS", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
@@ -119,13 +120,38 @@ def save_pretrained(
     config.json. Each file is written under a temporary name, then renamed.
     """
     directory = Path(directory)
+    extra_config = _place_sleep(model, dict(extra_config or {}))
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     with atomic_path(weights) as tmp_weights, atomic_path(config) as tmp_config:
         save_file(state, str(tmp_weights), metadata={"format": "pt"})
-        save_config_for_hf(model, tmp_config, model_config=dict(extra_config or {}), model_args=model_args)
+        save_config_for_hf(model, tmp_config, model_config=extra_config, model_args=model_args)
     return directory
+
+
+def _place_sleep(model: torch.nn.Module, extra_config: Dict[str, Any]) -> Dict[str, Any]:
+    """Puts ``extra_config["sleep"]`` (a dict or ``SleepConfig``, checked) in its one place of config.json:
+    ``pretrained_cfg["sleep"]`` for a model that reads it back as ``model.sleep_cfg`` (the lc_resnet*
+    models), where ``create_model`` restores it; the root ``sleep`` key for any other model, whose
+    timm PretrainedCfg has no such field."""
+    if "sleep" not in extra_config:
+        return extra_config
+    sleep = extra_config.pop("sleep")
+    if sleep is not None:
+        sleep = (sleep if isinstance(sleep, SleepConfig) else SleepConfig.from_dict(sleep)).to_dict()
+    if hasattr(model, "sleep_cfg"):
+        extra_config["pretrained_cfg"] = {**(extra_config.get("pretrained_cfg") or {}), "sleep": sleep}
+    else:
+        extra_config["sleep"] = sleep
+    return extra_config
+
+
+def config_sleep(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The sleep settings a config.json records (``pretrained_cfg["sleep"]``, or the root ``sleep`` key)."""
+    if "sleep" in config:
+        return config["sleep"]
+    return (config.get("pretrained_cfg") or {}).get("sleep")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,9 +278,7 @@ class _Run:
 
     @property
     def sleep(self) -> Optional[Dict[str, Any]]:
-        if "sleep" in self.config:
-            return self.config["sleep"]
-        return (self.config.get("pretrained_cfg") or {}).get("sleep")
+        return config_sleep(self.config)
 
 
 def _read_metrics(path: Path) -> List[Dict[str, Any]]:
@@ -529,9 +553,7 @@ def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str
               commit_message: str, license: str, model_name: Optional[str], max_retries: int,
               retry_wait: float, endpoint: Optional[str]) -> PushResult:
     run = _read_run(run_dir)
-    config = dict(run.config)
-    config["sleep"] = run.sleep  # always explicit: null for checkpoints trained without sleep
-    config_bytes = (json.dumps(config, indent=2) + "\n").encode()
+    config_bytes = (json.dumps(run.config, indent=2) + "\n").encode()
     card_bytes = _render_card(run, repo_id, license, MODEL_CARD_TEMPLATE).encode()
 
     def operations() -> List[CommitOperationAdd]:

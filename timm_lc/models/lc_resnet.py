@@ -35,6 +35,7 @@ from timm.models._pretrained import PretrainedCfg
 from timm.models.resnet import BasicBlock, Bottleneck, make_blocks
 
 from ..layers import kernel_to_filters
+from ..sharing.settings import PAPER_SLEEP, SleepConfig
 from ._locally_connect import locally_connect_
 
 __all__ = ["LcResNet", "checkpoint_filter_fn", "PAPER_SLEEP_CFG"]
@@ -43,9 +44,7 @@ MAX_STAGES = 4
 _STAGE_NAMES = tuple(f"layer{i + 1}" for i in range(MAX_STAGES))
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
-# the paper's sleep phase: every 10 optimiser steps, 100 Hebbian iterations on 128 noise samples
-PAPER_SLEEP_CFG: Dict[str, Any] = dict(
-    every=10, mode="hebbian", pools="paper", iterations=100, batch_size=128, gamma=1e-5, lr=None)
+PAPER_SLEEP_CFG: Dict[str, Any] = PAPER_SLEEP.to_dict()  # the paper's sleep phase as a cfg dict
 
 
 @register_notrace_function
@@ -327,7 +326,7 @@ def _create_lc_resnet(variant: str, pretrained: bool = False, **kwargs) -> LcRes
         LcResNet, variant, pretrained, pretrained_cfg=pretrained_cfg, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=tuple(range(num_feature_levels))), **kwargs)
     sleep = model.pretrained_cfg.get("sleep")
-    model.sleep_cfg = dict(sleep) if sleep is not None else None
+    model.sleep_cfg = SleepConfig.from_dict(sleep).to_dict() if sleep is not None else None
     return model
 
 

@@ -6,45 +6,15 @@ from typing import Collection, Optional
 import torch
 from torch import nn
 
-from .hebbian import SOLVERS, HebbianRule, sleep_layer_
+from .hebbian import HebbianRule, sleep_layer_
 from .instant import instant_share_
 from .metrics import lc_layers, pool_statistics, summarise
-from .pools import POOL_MODES, find_pools
+from .pools import find_pools
 from .rate import RateRule
 from .report import LayerReport, SharingReport
-from .schedule import SCHEDULES
+from .settings import MODES, SleepConfig
 
-MODES = ("instant", "hebbian", "rate")
-_NOISE_OPTIONS = {"schedule", "check_every", "trace", "solver"}
-_RATE_OPTIONS = {"alpha", "tau", "b", "dt", "steps", "tol"}
-
-
-def _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, options) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if pools not in POOL_MODES:
-        raise ValueError(f"pools must be one of {POOL_MODES}, got {pools!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not (isinstance(gamma, (int, float)) and gamma >= 0):
-        raise ValueError(f"gamma must be a number >= 0, got {gamma!r}")
-    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be None (fan-in normalised) or a number > 0, got {lr!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    allowed = set() if mode == "instant" else _NOISE_OPTIONS | (_RATE_OPTIONS if mode == "rate" else set())
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise TypeError(f"unexpected option(s) {unknown} for mode {mode!r}; expected a subset of {sorted(allowed)}")
-    if options.get("schedule", "auto") not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {options['schedule']!r}")
-    if options.get("solver", "auto") not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {options['solver']!r}")
-    check_every = options.get("check_every", 10)
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+__all__ = ["MODES", "share_weights_", "share_with_"]
 
 
 def share_weights_(
@@ -86,12 +56,20 @@ def share_weights_(
     sleep), and the global RNG is not used. A layer whose sleep diverges is rolled back with a
     ``SleepDivergenceWarning``.
     """
-    _check_args(mode, pools, iterations, batch_size, gamma, lr, seed, mode_options)
-    options = dict(mode_options)
-    rate_options = {k: v for k, v in options.items() if k in _RATE_OPTIONS}
-    if mode == "rate":
-        RateRule(**rate_options)  # validate before touching any layer
-    report = SharingReport(mode, pools, iterations, batch_size, float(gamma), seed, options)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    settings = SleepConfig(mode=mode, pools=pools, iterations=iterations, batch_size=batch_size, gamma=gamma,
+                           lr=lr, options=mode_options)  # validated before touching any layer
+    return share_with_(module, settings, seed=seed, layers=layers)
+
+
+def share_with_(module: nn.Module, settings: SleepConfig, seed: int = 0,
+                layers: Optional[Collection[str]] = None) -> SharingReport:
+    """``share_weights_`` with its settings as one ``SleepConfig`` (``settings.every`` is not used here)."""
+    mode, pools, options = settings.mode, settings.pools, dict(settings.options)
+    iterations, batch_size, gamma, lr = settings.iterations, settings.batch_size, settings.gamma, settings.lr
+    rate_options = settings.rate_options
+    report = SharingReport(mode, pools, iterations, batch_size, gamma, seed, options)
     all_layers = lc_layers(module)
     if layers is not None:
         unknown = sorted(set(layers) - {name for name, _ in all_layers})
@@ -114,7 +92,7 @@ def share_weights_(
                 generator.manual_seed(seed + index)
                 rule = RateRule(**rate_options) if mode == "rate" else HebbianRule()
                 outcome = sleep_layer_(
-                    layer, layer_pools, iterations, batch_size, float(gamma), generator, lr=lr,
+                    layer, layer_pools, iterations, batch_size, gamma, generator, lr=lr,
                     schedule=options.get("schedule", "auto"), check_every=options.get("check_every", 10),
                     trace=bool(options.get("trace", False)), rule=rule, name=name,
                     solver=options.get("solver", "auto"))

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_args
 
 import yaml
 from .._io import write_text_atomic
-from ..sharing import MODES as SHARING_MODES, POOL_MODES
+from ..sharing.pools import POOL_MODES
+from ..sharing.settings import MODES as SHARING_MODES, SleepConfig
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys", "read_yaml",
            "resolve_config", "cpu_has_amx_bf16", "trackers_for"]
@@ -114,6 +115,22 @@ class TrainConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def sleep_overrides(self) -> Dict[str, Any]:
+        """The ``sleep_*`` keys that are set, named as ``SleepConfig`` fields."""
+        values = dict(every=self.sleep_every, mode=self.sleep_mode, pools=self.sleep_pools,
+                      iterations=self.sleep_iterations, batch_size=self.sleep_batch_size, gamma=self.sleep_gamma,
+                      lr=self.sleep_lr)
+        return {k: v for k, v in values.items() if v is not None}
+
+    def sleep_settings(self, model_sleep: Optional[Mapping[str, Any]]) -> Optional[SleepConfig]:
+        """The run's sleep: the model's settings (``_hebb`` models; else the paper's) updated by the
+        ``sleep_*`` keys, or None when the run does not sleep (``sleep: false``, or unset and the model
+        carries no settings)."""
+        if self.sleep is False or (self.sleep is None and model_sleep is None):
+            return None
+        base = SleepConfig() if model_sleep is None else SleepConfig.from_dict(model_sleep)
+        return base.replace(**self.sleep_overrides())
+
     def validate(self) -> "TrainConfig":
         """Checks values that types alone cannot; raises ValueError naming expected vs received."""
         def positive(key: str, allow_none: bool = False, allow_zero: bool = False) -> None:
@@ -127,7 +144,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "grad_accum_steps", "repeats", "keep_checkpoints", "log_every"):
             positive(key)
         for key in ("max_steps", "checkpoint_every", "eval_every", "eval_batch_size", "img_size", "num_classes",
-                    "max_train_samples", "max_eval_samples", "sleep_every", "sleep_iterations", "sleep_batch_size"):
+                    "max_train_samples", "max_eval_samples"):
             positive(key, allow_none=True)
         for key in ("translate", "test_shift", "num_workers", "warmup_epochs"):
             positive(key, allow_zero=True)
@@ -136,10 +153,11 @@ class TrainConfig:
             value, choices = getattr(self, f.name), f.metadata["choices"]
             if choices and value is not None and value not in choices:
                 raise ValueError(f"config key {f.name!r}: expected one of {', '.join(choices)}, got {value!r}")
-        if self.sleep_mode is not None and self.sleep_mode not in SHARING_MODES:
-            raise ValueError(f"config key 'sleep_mode': expected one of {SHARING_MODES}, got {self.sleep_mode!r}")
-        if self.sleep_pools is not None and self.sleep_pools not in POOL_MODES:
-            raise ValueError(f"config key 'sleep_pools': expected one of {POOL_MODES}, got {self.sleep_pools!r}")
+        for key, value in self.sleep_overrides().items():
+            try:
+                SleepConfig(**{key: value})
+            except ValueError as err:
+                raise ValueError(f"config key 'sleep_{key}': {err}") from None
         if self.canvas_size < 8:
             raise ValueError(f"config key 'canvas_size': expected >= 8 (the digits are 8x8), got {self.canvas_size}")
         if self.overwrite and self.resume:

@@ -125,16 +125,8 @@ def _scalars(cfg: TrainConfig) -> Dict[str, Any]:
 
 def build_sleep(cfg: TrainConfig, model: nn.Module) -> Optional[SleepPhase]:
     """The run's SleepPhase: the model's own settings (``_hebb`` models) updated by the ``sleep_*`` keys."""
-    if cfg.sleep is False:
-        return None
-    overrides = dict(every=cfg.sleep_every, mode=cfg.sleep_mode, pools=cfg.sleep_pools,
-                     iterations=cfg.sleep_iterations, batch_size=cfg.sleep_batch_size, gamma=cfg.sleep_gamma,
-                     lr=cfg.sleep_lr, seed=cfg.seed)
-    if getattr(model, "sleep_cfg", None) is not None:
-        return SleepPhase.from_model(model, **overrides)
-    if cfg.sleep is None:
-        return None
-    return SleepPhase(**{k: v for k, v in overrides.items() if v is not None})
+    settings = cfg.sleep_settings(getattr(model, "sleep_cfg", None))
+    return None if settings is None else SleepPhase.from_settings(settings, seed=cfg.seed)
 
 
 _REPORT_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "wall_time", "rolled_back")
@@ -391,7 +383,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
              "train_time_s": time.perf_counter() - wall_start}
     accelerator.wait_for_everyone()
     if is_main:
-        extra = {"sleep": sleep.config() if sleep is not None else None, "recipe": cfg.to_dict(),
+        extra = {"sleep": sleep.settings if sleep is not None else None, "recipe": cfg.to_dict(),
                  "dataset": data.name, "metrics": final,
                  # the preprocessing this model was trained with, for timm's resolve_data_config
                  "pretrained_cfg": {"mean": list(data.mean), "std": list(data.std), "crop_pct": 1.0,

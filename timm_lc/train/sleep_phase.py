@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ..sharing import MODES as SHARING_MODES, POOL_MODES
+from ..sharing.settings import SleepConfig
 from .seeding import derive_seed
 
 __all__ = ["SleepPhase"]
@@ -97,7 +97,8 @@ class SleepPhase:
         pools: ``"paper"`` (k^2 pools of interior positions per channel), ``"residue"`` (k^2 pools of
             all positions, borders included: the reference's instant sharing) or ``"full"``
             (all positions: exact convolution).
-        iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised).
+        iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised);
+            all the sleep settings are validated, and kept, as one ``SleepConfig`` (``self.settings``).
         seed: base seed; the noise of the sleep after step ``s`` is seeded by ``(seed, s)``.
         sync: under multi-process runs, before each sleep ``"check"`` fingerprints parameters across
             processes and repairs mismatches, ``"broadcast"`` always broadcasts them from process 0,
@@ -109,27 +110,34 @@ class SleepPhase:
     def __init__(self, every: int = 10, mode: str = "hebbian", pools: str = "paper", iterations: int = 100,
                  batch_size: int = 128, gamma: float = 1e-5, lr: Optional[float] = None, seed: int = 0,
                  sync: str = "check", **options: Any):
-        for key, value in (("every", every), ("iterations", iterations), ("batch_size", batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SleepPhase: expected a positive integer {key}, got {value!r}")
-        if mode not in SHARING_MODES:
-            raise ValueError(f"SleepPhase: expected mode in {SHARING_MODES}, got {mode!r}")
-        if pools not in POOL_MODES:
-            raise ValueError(f"SleepPhase: expected pools in {POOL_MODES}, got {pools!r}")
+        try:
+            settings = SleepConfig(every=every, mode=mode, pools=pools, iterations=iterations,
+                                   batch_size=batch_size, gamma=gamma, lr=lr, options=options)
+        except ValueError as err:
+            raise ValueError(f"SleepPhase: {err}") from None
         if sync not in SYNC:
             raise ValueError(f"SleepPhase: expected sync in {SYNC}, got {sync!r}")
-        if not gamma >= 0:
-            raise ValueError(f"SleepPhase: expected gamma >= 0, got {gamma!r}")
-        if lr is not None and not lr > 0:
-            raise ValueError(f"SleepPhase: expected lr > 0 or None, got {lr!r}")
         for distributed_type in _launch_distributed_types():
             _refuse_sharded(distributed_type)
-        self.every, self.mode, self.pools = every, mode, pools
-        self.iterations, self.batch_size, self.gamma, self.lr = iterations, batch_size, float(gamma), lr
-        self.seed, self.sync, self.options = int(seed), sync, dict(options)
+        self.settings = settings
+        self.seed, self.sync = int(seed), sync
         self.num_updates = 0  # real optimiser steps seen
         self.num_sleeps = 0
         self.sleep_time = 0.0  # seconds spent asleep, in total
+
+    @classmethod
+    def from_settings(cls, settings: SleepConfig, seed: int = 0, sync: str = "check") -> "SleepPhase":
+        """A SleepPhase with the settings of a ``SleepConfig``."""
+        return cls(**settings.to_dict(), seed=seed, sync=sync)
+
+    every = property(lambda self: self.settings.every, doc="optimiser steps between sleep phases")
+    mode = property(lambda self: self.settings.mode, doc="sharing mode")
+    pools = property(lambda self: self.settings.pools, doc="sharing pools")
+    iterations = property(lambda self: self.settings.iterations, doc="Hebbian iterations per sleep")
+    batch_size = property(lambda self: self.settings.batch_size, doc="noise patches per Hebbian iteration")
+    gamma = property(lambda self: self.settings.gamma, doc="Hebbian anchor strength")
+    lr = property(lambda self: self.settings.lr, doc="Hebbian step size (None: fan-in normalised)")
+    options = property(lambda self: dict(self.settings.options), doc="further share_weights_ options")
 
     @classmethod
     def from_model(cls, model: nn.Module, **overrides: Any) -> "SleepPhase":
@@ -147,10 +155,8 @@ class SleepPhase:
         return cls(**kwargs)
 
     def config(self) -> Dict[str, Any]:
-        """The settings, as stored in a run's config.json (the contract's sleep dict plus seed)."""
-        return {"every": self.every, "mode": self.mode, "pools": self.pools, "iterations": self.iterations,
-                "batch_size": self.batch_size, "gamma": self.gamma, "lr": self.lr, "seed": self.seed,
-                **self.options}
+        """The settings plus the seed, as stored in a checkpoint's state."""
+        return {**self.settings.to_dict(), "seed": self.seed}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -173,7 +179,7 @@ class SleepPhase:
     @torch.no_grad()
     def sleep(self, accelerator, model: nn.Module):
         """Runs one sleep phase now (seeded by the current step) and synchronises the processes."""
-        from timm_lc.sharing import share_weights_
+        from timm_lc.sharing import share_with_
         _refuse_sharded(accelerator.distributed_type)
         module = accelerator.unwrap_model(model, keep_torch_compile=False)
         start = time.perf_counter()
@@ -182,9 +188,7 @@ class SleepPhase:
             self._synchronise_parameters(accelerator, module)
         owners = _layer_owners(module, processes) if processes > 1 and self.mode != "instant" else None
         mine = None if owners is None else [n for n, rank in owners.items() if rank == accelerator.process_index]
-        report = share_weights_(module, mode=self.mode, pools=self.pools, iterations=self.iterations,
-                                batch_size=self.batch_size, gamma=self.gamma, lr=self.lr,
-                                seed=derive_seed(self.seed, self.num_updates), layers=mine, **self.options)
+        report = share_with_(module, self.settings, seed=derive_seed(self.seed, self.num_updates), layers=mine)
         if owners is not None:
             self._gather_split(accelerator, module, owners, report)
         if processes > 1 and self.sync != "none":
