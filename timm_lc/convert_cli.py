@@ -4,7 +4,7 @@
         [--keep-first N] [--keep-1x1] [--include PAT ...] [--exclude PAT ...] [--noise S]
     timm-lc convert resnet18 --input-size 3 224 224 --report-only     # sizes, no allocation
 
-The output is a run directory in the format of a training run (``timm_lc.hub.save_pretrained``):
+The output is a run directory in the format of a training run (``timm_lc.run_dir.save_pretrained``):
 ``model.safetensors`` + a timm ``config.json`` of the ``lc_converted`` architecture (the conv
 model, input size and selection as model args; settings and report under ``lc_conversion``), so
 ``timm.create_model("local-dir:DIR", pretrained=True)``, ``timm-lc eval DIR`` and ``timm-lc push
@@ -109,8 +109,7 @@ def _convert(args: argparse.Namespace) -> int:
     import torch
 
     from .convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
-    from .hub import save_pretrained
-    from .train.loop import remove_run_files
+    from .run_dir import remove_run_files, save_pretrained
 
     kwargs: Dict[str, Any] = {} if args.num_classes is None else {"num_classes": args.num_classes}
     selection = dict(keep_first=args.keep_first, keep_1x1=args.keep_1x1, include=args.include, exclude=args.exclude)

@@ -8,7 +8,6 @@ pretrained=True)`` with checks first, so a missing repo, revision or file, a tru
 a corrupt safetensors file or an unregistered architecture each give a clear error that names
 what is wrong instead of a raw traceback from deep inside timm or safetensors.
 """
-import hashlib
 import importlib
 import json
 import math
@@ -17,7 +16,7 @@ import re
 import string
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
@@ -32,11 +31,13 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
-from ._io import atomic_path, write_text_atomic
-from .sharing.settings import SleepConfig
+from safetensors import SafetensorError
+
+from ._io import write_text_atomic
+from .errors import CorruptCheckpointError, HubError, UnknownArchitectureError
+from .run_dir import (
+    CONFIG_NAME, METRICS_NAME, PLOTS_DIR, RECIPE_NAME, WEIGHTS_NAME, RunDir, check_architecture, file_sha256,
+    read_config, read_run, save_pretrained, validate_safetensors)
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "MANIFEST_KEYS", "MODEL_CARD_TEMPLATE", "PAPER_CITATION",
@@ -46,14 +47,8 @@ __all__ = [
     "manifest_entry", "load_manifest", "add_to_manifest",
 ]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
-METRICS_NAME = "metrics.jsonl"
-RECIPE_NAME = "recipe.yaml"
-PLOTS_DIR = "plots"
 DEFAULT_LICENSE = "apache-2.0"
-LC_ARCH_PREFIX = "lc_resnet"
 MANIFEST_KEYS = (
     "repo_id", "revision", "model", "architecture", "num_classes", "input_size", "dataset",
     "recipe", "metrics", "sha256", "num_params",
@@ -77,18 +72,6 @@ PAPER_CITATION = """@inproceedings{pogodin2021towards,
 MODEL_CARD_TEMPLATE = (Path(__file__).parent / "model_card.md").read_text(encoding="utf-8")
 
 
-class HubError(RuntimeError):
-    """A publish or download step failed; the message says what and what to do."""
-
-
-class CorruptCheckpointError(HubError):
-    """A weights file is truncated or not valid safetensors."""
-
-
-class UnknownArchitectureError(HubError):
-    """The checkpoint's architecture is not registered with timm."""
-
-
 T = TypeVar("T")
 
 
@@ -107,228 +90,9 @@ def _transient_errors() -> Tuple[type, ...]:
 _TRANSIENT_ERRORS = _transient_errors()
 
 
-def save_pretrained(
-        model: torch.nn.Module,
-        directory: Union[str, Path],
-        model_args: Optional[Dict[str, Any]] = None,
-        extra_config: Optional[Dict[str, Any]] = None,
-) -> Path:
-    """Writes ``model.safetensors`` and a timm ``config.json`` into ``directory``, atomically.
-
-    The format is what ``timm.create_model("local-dir:DIR", pretrained=True)`` and
-    ``timm-lc push`` read. ``extra_config`` keys (e.g. ``sleep``, ``metrics``) go to the root of
-    config.json. Each file is written under a temporary name, then renamed.
-    """
-    directory = Path(directory)
-    extra_config = _place_sleep(model, dict(extra_config or {}))
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
-    with atomic_path(weights) as tmp_weights, atomic_path(config) as tmp_config:
-        save_file(state, str(tmp_weights), metadata={"format": "pt"})
-        save_config_for_hf(model, tmp_config, model_config=extra_config, model_args=model_args)
-    return directory
-
-
-def _place_sleep(model: torch.nn.Module, extra_config: Dict[str, Any]) -> Dict[str, Any]:
-    """Puts ``extra_config["sleep"]`` (a dict or ``SleepConfig``, checked) in its one place of config.json:
-    ``pretrained_cfg["sleep"]`` for a model that reads it back as ``model.sleep_cfg`` (the lc_resnet*
-    models), where ``create_model`` restores it; the root ``sleep`` key for any other model, whose
-    timm PretrainedCfg has no such field."""
-    if "sleep" not in extra_config:
-        return extra_config
-    sleep = extra_config.pop("sleep")
-    if sleep is not None:
-        sleep = (sleep if isinstance(sleep, SleepConfig) else SleepConfig.from_dict(sleep)).to_dict()
-    if hasattr(model, "sleep_cfg"):
-        extra_config["pretrained_cfg"] = {**(extra_config.get("pretrained_cfg") or {}), "sleep": sleep}
-    else:
-        extra_config["sleep"] = sleep
-    return extra_config
-
-
-def config_sleep(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The sleep settings a config.json records (``pretrained_cfg["sleep"]``, or the root ``sleep`` key)."""
-    if "sleep" in config:
-        return config["sleep"]
-    return (config.get("pretrained_cfg") or {}).get("sleep")
-
-
-# ---------------------------------------------------------------------------------------------
-# checks shared by publish and download
-# ---------------------------------------------------------------------------------------------
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """Hex sha256 of a file (the LFS object id of a weights file on the Hub)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def validate_safetensors(path: Union[str, Path], origin: Optional[str] = None) -> Dict[str, Tuple[int, ...]]:
-    """Checks that ``path`` is a complete safetensors file; returns ``{tensor name: shape}``.
-
-    Reads only the header (safetensors checks that the tensors cover the whole file, which
-    catches truncation). Raises :class:`CorruptCheckpointError` naming the file and where it
-    came from (``origin``) instead of safetensors' bare "Error while deserializing header".
-    """
-    path = Path(path)
-    where = f" from {origin}" if origin else ""
-    if not path.is_file():
-        raise CorruptCheckpointError(f"weights file {path.name}{where} does not exist ({path})")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CorruptCheckpointError(
-            f"weights file {path.name}{where} is truncated or not a valid safetensors file "
-            f"({path}, {path.stat().st_size} bytes): {err}. Delete it and download it again "
-            f"(force_download=True), or re-save the checkpoint."
-        ) from err
-
-
-def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
-    """Raises :class:`UnknownArchitectureError` if timm cannot build ``architecture``.
-
-    For ``lc_resnet*`` names the message says that ``import timm_lc`` registers them (plain
-    ``timm.create_model`` only says "Unknown model"), or that the installed timm-lc is older
-    than the one that wrote the checkpoint.
-    """
-    if not isinstance(architecture, str) or not architecture:
-        raise ValueError(f"expected an architecture name (str), got {architecture!r}")
-    if timm.is_model(architecture):
-        return
-    where = f" (needed by {origin})" if origin else ""
-    if architecture.startswith(LC_ARCH_PREFIX):
-        from timm_lc import __version__
-        raise UnknownArchitectureError(
-            f"architecture '{architecture}'{where} is not registered with timm. It is a timm-lc "
-            f"model: run `import timm_lc` before `timm.create_model(...)` (importing timm_lc "
-            f"registers the lc_resnet* models). timm_lc {__version__} is imported here and does "
-            f"not provide it; the checkpoint may need a newer timm-lc "
-            f"(registered: {', '.join(timm.list_models(LC_ARCH_PREFIX + '*')) or 'none'})."
-        )
-    raise UnknownArchitectureError(
-        f"architecture '{architecture}'{where} is not registered with timm {timm.__version__}; "
-        f"if it comes from a plugin package, import that package first."
-    )
-
-
-def _check_weights_match(directory: Path, config: Dict[str, Any], shapes: Dict[str, Tuple[int, ...]],
-                         origin: str) -> int:
-    """Checks the safetensors tensors against the architecture; returns the parameter count.
-
-    The model is built the way timm will build it when loading the checkpoint (from its
-    config.json via ``local-dir:``), on the meta device so that it costs no memory.
-    """
-    with torch.device("meta"):
-        model = timm.create_model(f"local-dir:{directory}", pretrained=False)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(
-                f"{k}: expected {expected[k]}, got {shapes[k]}" for k in wrong[:5]))
-        raise ValueError(
-            f"{WEIGHTS_NAME} of {origin} does not fit '{config['architecture']}' built from "
-            f"{CONFIG_NAME} (num_classes={config.get('num_classes')}, "
-            f"model_args={config.get('model_args')}): {'; '.join(parts)}"
-        )
-    return sum(p.numel() for p in model.parameters())
-
-
-def _read_config(path: Path, origin: str) -> Dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{CONFIG_NAME} of {origin} is not readable JSON ({path}): {err}") from err
-    if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
-        raise ValueError(
-            f"{CONFIG_NAME} of {origin} is not a timm model config: expected a JSON object with "
-            f"'architecture', 'num_classes' and 'pretrained_cfg', got keys "
-            f"{sorted(config) if isinstance(config, dict) else type(config).__name__}"
-        )
-    return config
-
-
 # ---------------------------------------------------------------------------------------------
 # run directory -> model card
 # ---------------------------------------------------------------------------------------------
-
-@dataclass
-class _Run:
-    """What a run directory holds that the card, the commit and the manifest need."""
-    directory: Path
-    config: Dict[str, Any]
-    weights: Path
-    sha256: str
-    num_params: int
-    metrics: List[Dict[str, Any]] = field(default_factory=list)
-    recipe_text: Optional[str] = None
-    plots: List[Path] = field(default_factory=list)
-
-    @property
-    def sleep(self) -> Optional[Dict[str, Any]]:
-        return config_sleep(self.config)
-
-
-def _read_metrics(path: Path) -> List[Dict[str, Any]]:
-    """The records of a run's metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
-    records = []
-    if not path.is_file():
-        return records
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if lineno == len(lines):
-                break
-            raise ValueError(f"{path}:{lineno} is not a JSON object: {err}") from err
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
-
-
-def _read_run(directory: Path) -> _Run:
-    """Reads and checks a run directory; every problem is found here, before any network call."""
-    origin = f"run directory {directory}"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"expected a run directory with {WEIGHTS_NAME} and {CONFIG_NAME}, got {directory}")
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{origin} has no {name}; expected {WEIGHTS_NAME} + {CONFIG_NAME} as written by "
-                f"timm_lc.hub.save_pretrained (found: {sorted(p.name for p in directory.iterdir())})"
-            )
-    config = _read_config(directory / CONFIG_NAME, origin)
-    check_architecture(config["architecture"], origin)
-    shapes = validate_safetensors(directory / WEIGHTS_NAME, origin)
-    num_params = _check_weights_match(directory, config, shapes, origin)
-    recipe = directory / RECIPE_NAME
-    return _Run(
-        directory=directory,
-        config=config,
-        weights=directory / WEIGHTS_NAME,
-        sha256=file_sha256(directory / WEIGHTS_NAME),
-        num_params=num_params,
-        metrics=_read_metrics(directory / METRICS_NAME),
-        recipe_text=recipe.read_text(encoding="utf-8") if recipe.is_file() else None,
-        plots=sorted((directory / PLOTS_DIR).glob("*.png")),
-    )
-
 
 def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out = {}
@@ -353,7 +117,7 @@ def _fmt(value: Any) -> str:
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 
-def _final_metrics(run: _Run) -> Dict[str, Any]:
+def _final_metrics(run: RunDir) -> Dict[str, Any]:
     """Final metrics: config.json ``metrics`` if the run recorded them, else the last metrics.jsonl record."""
     final = run.config.get("metrics")
     if isinstance(final, dict) and final:
@@ -363,7 +127,7 @@ def _final_metrics(run: _Run) -> Dict[str, Any]:
     return {}
 
 
-def _results_section(run: _Run) -> str:
+def _results_section(run: RunDir) -> str:
     final = _final_metrics(run)
     if not final and not run.metrics:
         return "No metrics were recorded with this run."
@@ -392,7 +156,7 @@ def _sleep_section(sleep: Optional[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _recipe_section(run: _Run) -> str:
+def _recipe_section(run: RunDir) -> str:
     if run.recipe_text:
         text = run.recipe_text.strip()
     elif run.config.get("recipe"):
@@ -402,7 +166,7 @@ def _recipe_section(run: _Run) -> str:
     return f"The resolved training configuration (`{RECIPE_NAME}`):\n\n```yaml\n{text}\n```"
 
 
-def _front_matter(run: _Run, license: str) -> str:
+def _front_matter(run: RunDir, license: str) -> str:
     meta: Dict[str, Any] = {
         "license": license,
         "library_name": "timm",
@@ -415,13 +179,18 @@ def _front_matter(run: _Run, license: str) -> str:
     return yaml.safe_dump(meta, sort_keys=False).strip()
 
 
-def render_model_card(run_dir: Union[str, Path], repo_id: str, license: str = DEFAULT_LICENSE,
+def render_model_card(run_dir: Union[str, Path, RunDir], repo_id: str, license: str = DEFAULT_LICENSE,
                       template: str = MODEL_CARD_TEMPLATE) -> str:
-    """The model card (README.md) of a run directory, from ``template`` (string.Template fields)."""
-    return _render_card(_read_run(Path(run_dir)), repo_id, license, template)
+    """The model card (README.md) of a run directory (a path or a read ``RunDir``), from ``template``
+    (string.Template fields)."""
+    return _render_card(_as_run(run_dir), repo_id, license, template)
 
 
-def _render_card(run: _Run, repo_id: str, license: str, template: str) -> str:
+def _as_run(run_dir: Union[str, Path, RunDir]) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else read_run(run_dir)
+
+
+def _render_card(run: RunDir, repo_id: str, license: str, template: str) -> str:
     config = run.config
     pretrained_cfg = config.get("pretrained_cfg") or {}
     input_size = pretrained_cfg.get("input_size")
@@ -552,7 +321,7 @@ def push_to_hub(
 def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str], token: str,
               commit_message: str, license: str, model_name: Optional[str], max_retries: int,
               retry_wait: float, endpoint: Optional[str]) -> PushResult:
-    run = _read_run(run_dir)
+    run = read_run(run_dir)
     config_bytes = (json.dumps(run.config, indent=2) + "\n").encode()
     card_bytes = _render_card(run, repo_id, license, MODEL_CARD_TEMPLATE).encode()
 
@@ -650,7 +419,7 @@ def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Pa
     if name.startswith("hf-hub:") or name.startswith("hf_hub:"):
         repo_id, revision = _split_revision(name.split(":", 1)[1])
         config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir, name)
-        config = _read_config(config_path, name)
+        config = read_config(config_path, name)
         check_architecture(config["architecture"], name)
         weights = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, name)
         if verify_hash:
@@ -659,7 +428,7 @@ def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Pa
         directory = Path(name.split(":", 1)[1] if name.startswith("local-dir:") else name)
         if not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"loading {name}: expected {directory / CONFIG_NAME} (a timm-lc run directory)")
-        config = _read_config(directory / CONFIG_NAME, name)
+        config = read_config(directory / CONFIG_NAME, name)
         check_architecture(config["architecture"], name)
         weights = directory / WEIGHTS_NAME
         if not weights.is_file():
@@ -725,7 +494,7 @@ def load_pretrained_model(name: Union[str, Path], pretrained: bool = True,
 # manifest of published checkpoints (hub/manifest.json)
 # ---------------------------------------------------------------------------------------------
 
-def _entry(run: _Run, repo_id: str, revision: Optional[str], model_name: Optional[str]) -> Dict[str, Any]:
+def _entry(run: RunDir, repo_id: str, revision: Optional[str], model_name: Optional[str]) -> Dict[str, Any]:
     config = run.config
     pretrained_cfg = config.get("pretrained_cfg") or {}
     return {
@@ -743,10 +512,11 @@ def _entry(run: _Run, repo_id: str, revision: Optional[str], model_name: Optiona
     }
 
 
-def manifest_entry(run_dir: Union[str, Path], repo_id: str, revision: Optional[str] = None,
+def manifest_entry(run_dir: Union[str, Path, RunDir], repo_id: str, revision: Optional[str] = None,
                    model_name: Optional[str] = None) -> Dict[str, Any]:
-    """The manifest record of a run published as ``repo_id`` (keys: ``MANIFEST_KEYS``)."""
-    return _entry(_read_run(Path(run_dir)), repo_id, revision, model_name)
+    """The manifest record of a run (a path or a read ``RunDir``) published as ``repo_id`` (keys:
+    ``MANIFEST_KEYS``)."""
+    return _entry(_as_run(run_dir), repo_id, revision, model_name)
 
 
 def load_manifest(path: Union[str, Path]) -> Dict[str, Any]:

@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 from .._io import atomic_path
+from ..run_dir import CHECKPOINTS_DIR
 
 __all__ = ["CHECKPOINTS_DIR", "TRAINER_STATE", "list_checkpoints", "latest_checkpoint", "save_checkpoint",
            "load_checkpoint", "prune_checkpoints", "remove_partial_checkpoints"]
 
-CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 _PREFIX = "step_"
 

@@ -12,7 +12,6 @@ resumed from a checkpoint ends bitwise identical to an uninterrupted one.
 """
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hub import CONFIG_NAME, METRICS_NAME, PLOTS_DIR, RECIPE_NAME, WEIGHTS_NAME, save_pretrained
 from ..layers import LocallyConnected2d
+from ..run_dir import (
+    CHECKPOINTS_DIR, METRICS_NAME, PLOTS_DIR, RECIPE_NAME, holds_run, remove_run_files, save_pretrained)
 from ..sharing import sharing_snr
-from .checkpoint import (
-    CHECKPOINTS_DIR, latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint)
+from .checkpoint import latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint
 from .config import TrainConfig, resolve_config, save_config, trackers_for
 from .data import build_data, build_eval_loader, build_train_loader
 from .evaluate import evaluate_accuracy
@@ -36,9 +35,6 @@ from .sleep_phase import SleepPhase
 __all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "check_memory", "holds_run",
            "remove_run_files", "RunExistsError"]
 
-_RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, RECIPE_NAME)
-_RUN_DIRS = (CHECKPOINTS_DIR, PLOTS_DIR)
-
 
 class RunExistsError(FileExistsError):
     """The output directory already holds a run and neither --resume nor --overwrite was given."""
@@ -47,19 +43,6 @@ class RunExistsError(FileExistsError):
 def resolve_output_dir(cfg: TrainConfig) -> Path:
     """``cfg.output_dir`` or ``runs/<run name>`` (the recipe's name, ``demo`` for the default)."""
     return Path(cfg.output_dir or Path("runs") / (cfg.name or "demo"))
-
-
-def holds_run(path: Path) -> bool:
-    """Whether ``path`` holds any file or folder a run (or ``timm-lc convert``) writes."""
-    return path.is_dir() and any((path / name).exists() for name in _RUN_FILES + _RUN_DIRS)
-
-
-def remove_run_files(path: Path) -> None:
-    """Removes only what a run writes (``--overwrite``); other files in the directory stay."""
-    for name in _RUN_FILES:
-        (path / name).unlink(missing_ok=True)
-    for name in _RUN_DIRS:
-        shutil.rmtree(path / name, ignore_errors=True)
 
 
 def _check_output_dir(cfg: TrainConfig, out: Path) -> None:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 from .._io import atomic_path, write_text_atomic
+from ..run_dir import read_metrics
 
 __all__ = ["MetricsWriter", "read_metrics", "plot_metrics"]
 
@@ -24,19 +25,6 @@ def _clean(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "numel", lambda: 2)() == 1:
         return _clean(value.item())
     return value
-
-
-def read_metrics(path: os.PathLike) -> List[Dict[str, Any]]:
-    """All complete records of a metrics.jsonl (a torn last line from a killed run is skipped)."""
-    records = []
-    path = Path(path)
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 
 class MetricsWriter:

@@ -308,6 +308,7 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
     directory (``README.md``) and ``cards_dir``; entries (revision None until pushed) into ``manifest``.
     """
     from timm_lc.hub import add_to_manifest, manifest_entry, render_model_card
+    from timm_lc.run_dir import read_run
     spec = STUDIES[results["setup"]["_study"]]
     if spec.publish_tag is None:
         raise ValueError(f"study {results['setup']['_study']!r} has no published checkpoints")
@@ -323,11 +324,12 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
         run = max((r for r in results["runs"] if r["variant"] == variant), key=lambda r: r["test_acc"])
         model_name = f"{arch}.{spec.publish_tag}"
         repo_id = f"{org}/{model_name}"
-        card = render_model_card(run["run_dir"], repo_id)
+        checked = read_run(run["run_dir"])  # read and checked once, for the card and the entry
+        card = render_model_card(checked, repo_id)
         write_text_atomic(Path(run["run_dir"]) / "README.md", card)
         cards_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(cards_dir / f"{model_name}.md", card)
-        entry = manifest_entry(run["run_dir"], repo_id, revision=None, model_name=model_name)
+        entry = manifest_entry(checked, repo_id, revision=None, model_name=model_name)
         add_to_manifest(entry, manifest)
         published.append({"variant": variant, "seed": run["seed"], "test_acc": run["test_acc"],
                           "model": model_name, "repo_id": repo_id, "run_dir": run["run_dir"],
