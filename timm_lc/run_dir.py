@@ -27,7 +27,7 @@ from .sharing.settings import SleepConfig
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME", "RECIPE_NAME", "CHECKPOINTS_DIR", "PLOTS_DIR", "RUN_FILES",
-    "RUN_DIRS", "RunDir", "save_pretrained", "read_run", "read_config", "read_metrics", "config_sleep",
+    "RUN_DIRS", "RunDir", "save_pretrained", "read_run", "as_run", "read_config", "read_metrics", "config_sleep",
     "holds_run", "remove_run_files", "file_sha256", "validate_safetensors", "check_architecture",
     "check_weights_match",
 ]
@@ -264,6 +264,11 @@ def read_metrics(path: Union[str, Path]) -> List[Dict[str, Any]]:
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def as_run(run: Union[str, Path, RunDir]) -> RunDir:
+    """A read ``RunDir`` as it is; a path read and checked (``read_run``)."""
+    return run if isinstance(run, RunDir) else read_run(run)
 
 
 def read_run(directory: Union[str, Path]) -> RunDir:
