@@ -13,7 +13,7 @@ import timm
 import torch
 
 from timm_lc.convert import convert_to_lc_, lc_to_conv_
-from timm_lc.convert_cli import main
+from timm_lc.commands.convert import main
 from timm_lc.hub import manifest_entry
 from timm_lc.train.evaluate import load_model_for_eval
 

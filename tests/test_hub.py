@@ -26,7 +26,7 @@ from timm_lc.hub import (
     push_to_hub, render_model_card, save_pretrained,
 )
 from timm_lc.cli import main as cli_main
-from timm_lc.hub_cli import main as push_main
+from timm_lc.commands.push import main as push_main
 
 # huggingface_hub's own LFS PUT passes a file object as `data=`, which httpx deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

@@ -6,8 +6,9 @@ import statistics
 import pytest
 
 from timm_lc.train import fashion_mnist
+from timm_lc.commands.replicate import main
 from timm_lc.train.replicate import (
-    SHARING_VARIANTS, VARIANTS, gap_closed, main, ordering_checks, study_setup, summarise, variant_config)
+    SHARING_VARIANTS, VARIANTS, gap_closed, ordering_checks, study_setup, summarise, variant_config)
 
 
 @pytest.fixture(scope="module")

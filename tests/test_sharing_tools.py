@@ -1,12 +1,13 @@
 """The sleep-convergence command and the sharing benchmark section, on tiny settings."""
 
 from timm_lc.layers import LocallyConnected2d
+from timm_lc.commands import sleep_convergence
 from timm_lc.sharing import convergence
 
 
 def test_sleep_convergence_command_writes_a_png_and_tracks_theory(tmp_path, capsys):
     out = tmp_path / "plots" / "conv.png"
-    assert convergence.main(["--in-channels", "2", "8", "--iterations", "20", "--output", str(out)]) == 0
+    assert sleep_convergence.main(["--in-channels", "2", "8", "--iterations", "20", "--output", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.parent.iterdir() if p.name != "conv.png"]  # no temporary left behind
     run = convergence.measure(8, iterations=20, batch_size=128, gamma=1e-5, seed=0, lr=None)

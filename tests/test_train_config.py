@@ -1,7 +1,7 @@
 """Config loading, command-line overrides and the errors for bad recipes and flags."""
 import pytest
 
-from timm_lc.train.cli import main, parse_config
+from timm_lc.commands.train import main, parse_config
 from timm_lc.train.config import TrainConfig, load_config
 
 

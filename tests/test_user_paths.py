@@ -17,11 +17,11 @@ from PIL import Image
 from timm_lc.train import config as config_module
 from timm_lc.train import loop
 from timm_lc.cli import main as cli_main
-from timm_lc.train.cli import main as train_main
-from timm_lc.train.cli import parse_config
+from timm_lc.commands.train import main as train_main
+from timm_lc.commands.train import parse_config
 from timm_lc.train.config import cpu_has_amx_bf16, resolve_config, trackers_for, valid_keys
 from timm_lc.train.data import build_data
-from timm_lc.train.evaluate import main as eval_main
+from timm_lc.commands.eval import main as eval_main
 
 from fixtures.train_data import make_dataset
 

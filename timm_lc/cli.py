@@ -1,19 +1,20 @@
-"""The ``timm-lc`` console script: one sub-command per job, each a module with ``main(argv)``."""
+"""The ``timm-lc`` console script: dispatches to ``timm_lc.commands.<name>`` (imported only when run)."""
 import importlib
 import sys
 from importlib.metadata import version
 from typing import List, Optional
 
-# sub-command -> (module with a ``main(argv) -> int``, one-line help)
+# sub-command -> (module with ``build_parser()`` and ``main(argv) -> int``, one-line help)
 COMMANDS = {
-    "train": ("timm_lc.train.cli", "train a model from a YAML recipe (default: the embedded demo)"),
-    "eval": ("timm_lc.train.evaluate", "measure a model's / run's accuracy on a data set"),
-    "convert": ("timm_lc.convert_cli", "convert a timm conv model to a locally connected one"),
-    "bench": ("timm_lc.bench", "speed and memory ratios measured side by side"),
-    "push": ("timm_lc.hub_cli", "publish a run directory to the Hugging Face Hub"),
-    "sleep-convergence": ("timm_lc.sharing.convergence", "plot Hebbian sleep convergence vs theory"),
-    "replicate": ("timm_lc.train.replicate", "small-scale replication study of the paper"),
-    "doctor": ("timm_lc.doctor", "the prepared GPU check: CUDA tests, layer bench, sleep, training (one JSON)"),
+    "train": ("timm_lc.commands.train", "train a model from a YAML recipe (default: the embedded demo)"),
+    "eval": ("timm_lc.commands.eval", "measure a model's / run's accuracy on a data set"),
+    "convert": ("timm_lc.commands.convert", "convert a timm conv model to a locally connected one"),
+    "bench": ("timm_lc.commands.bench", "speed and memory ratios measured side by side"),
+    "push": ("timm_lc.commands.push", "publish a run directory to the Hugging Face Hub"),
+    "sleep-convergence": ("timm_lc.commands.sleep_convergence", "plot Hebbian sleep convergence vs theory"),
+    "replicate": ("timm_lc.commands.replicate", "small-scale replication study of the paper"),
+    "doctor": ("timm_lc.commands.doctor",
+               "the prepared GPU check: CUDA tests, layer bench, sleep, training (one JSON)"),
 }
 
 

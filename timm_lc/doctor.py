@@ -20,7 +20,6 @@ and 2 (with one line on stderr) when ``--device cuda`` finds no CUDA device. ``-
 a dry run of the same script at toy sizes with the ``rows`` and ``gather`` kernels: it checks the
 script, not the speed.
 """
-import argparse
 import json
 import math
 import platform
@@ -29,13 +28,12 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from ._io import write_text_atomic
 from .bench import sync
 from .bench.layer import LayerShape, _make
 from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
@@ -82,7 +80,7 @@ PLANS = {
 }
 
 
-def _error(err: BaseException) -> Dict[str, Any]:
+def error_record(err: BaseException) -> Dict[str, Any]:
     return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
 
 
@@ -90,7 +88,7 @@ def _tail(text: str, chars: int = 4000) -> str:
     return text[-chars:] if text else ""
 
 
-def _environment(device: str, peak_tflops: float) -> Dict[str, Any]:
+def environment(device: str, peak_tflops: float) -> Dict[str, Any]:
     env: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "cuda": torch.version.cuda, "device": device, "peak_bf16_tflops": peak_tflops}
     try:
@@ -221,7 +219,7 @@ def run_layer_bench(plan: Plan, device: str, peak_tflops: float) -> Dict[str, An
             try:
                 rows.append(_layer_row(shape, plan, device, peak_tflops))
             except Exception as err:  # noqa: BLE001 - recorded, the next shape still runs
-                rows.append({"layer": shape.name, "batch": shape.batch, **_error(err)})
+                rows.append({"layer": shape.name, "batch": shape.batch, **error_record(err)})
             if device == "cuda":
                 torch.cuda.empty_cache()
     finally:
@@ -321,88 +319,14 @@ def run_train(plan: Plan, deadline: float) -> Dict[str, Any]:
             try:
                 rows.append(_train_subprocess(kwargs, max(deadline - time.perf_counter(), 60.0)))
             except Exception as err:  # noqa: BLE001 - recorded, the next precision still runs
-                rows.append({"precision": precision, **_error(err)})
+                rows.append({"precision": precision, **error_record(err)})
     return {"rows": rows}
 
 
 # ---------------------------------------------------------------- driver
-def _section_ok(name: str, result: Dict[str, Any]) -> bool:
+def section_ok(name: str, result: Dict[str, Any]) -> bool:
     if "error" in result or "skipped" in result:
         return False
     if name == "tests":
         return bool(result.get("passed"))
     return not any("error" in row for row in result.get("rows", []))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="timm-lc doctor", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cuda: the full check; cpu: a dry run of the script at toy sizes")
-    parser.add_argument("--output", default="doctor.json", help="the JSON file to write")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="sections to run")
-    parser.add_argument("--budget-s", type=float, default=480.0,
-                        help="sections that would start after this many seconds are skipped")
-    parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS,
-                        help="dense bf16 peak the layer bench rates against (default: H200 SXM)")
-    return parser
-
-
-def _summary_line(name: str, result: Dict[str, Any]) -> str:
-    if "skipped" in result or "error" in result:
-        return result.get("skipped") or result["error"]
-    if name == "tests":
-        return result["summary"]
-    if name == "layer":
-        return "; ".join(f"{r['layer']}@{r['batch']}: " + (r["error"] if "error" in r else ", ".join(
-            f"{k} {r[k]['ms']} ms" for k in r if isinstance(r[k], dict))) for r in result["rows"])
-    if name == "sleep":
-        return f"{result['model']}: {result['wall_s']} s, snr {result.get('snr')}"
-    return "; ".join(f"{r['precision']}: " + (r["error"] if "error" in r else f"{r['images_per_s']} images/s")
-                     for r in result["rows"])
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(None if argv is None else list(argv))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("timm-lc doctor: --device cuda needs a CUDA GPU, but torch.cuda.is_available() is False "
-              "(use --device cpu for a dry run)", file=sys.stderr)
-        return 2
-    plan = PLANS[args.device]
-    start = time.perf_counter()
-    deadline = start + args.budget_s
-    report: Dict[str, Any] = {"command": "timm-lc doctor " + " ".join(sys.argv[1:] if argv is None else argv),
-                              "plan": asdict(plan), "sections": {}}
-    try:
-        report["environment"] = _environment(args.device, args.peak_tflops)
-    except Exception as err:  # noqa: BLE001 - recorded, the sections still run
-        report["environment"] = _error(err)
-    runners: Dict[str, Callable[[], Dict[str, Any]]] = {
-        "tests": lambda: run_tests(plan, min(plan.test_timeout_s, max(deadline - time.perf_counter(), 30.0))),
-        "layer": lambda: run_layer_bench(plan, args.device, args.peak_tflops),
-        "sleep": lambda: run_sleep(plan, args.device),
-        "train": lambda: run_train(plan, deadline),
-    }
-    ok = True
-    for name in [s for s in SECTIONS if s in args.sections]:
-        section_start = time.perf_counter()
-        if section_start > deadline:
-            result: Dict[str, Any] = {"skipped": f"the time budget of {args.budget_s:g} s was spent"}
-        else:
-            try:
-                result = runners[name]()
-            except Exception as err:  # noqa: BLE001 - recorded, the next section still runs
-                result = _error(err)
-        result["section_s"] = round(time.perf_counter() - section_start, 1)
-        report["sections"][name] = result
-        ok = ok and _section_ok(name, result)
-        report["elapsed_s"] = round(time.perf_counter() - start, 1)
-        write_text_atomic(args.output, json.dumps(report, indent=2, default=str))
-        print(f"[doctor] {name} ({result['section_s']} s): {_summary_line(name, result)}", flush=True)
-    print(f"[doctor] {'all sections ok' if ok else 'see the errors above'}; wrote {args.output}")
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from ..commands.bench import main
 
 sys.exit(main())

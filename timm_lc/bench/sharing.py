@@ -18,7 +18,7 @@
 """
 import time
 from collections import Counter
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -188,19 +188,3 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
                      "overhead_flops": round(macs["sleep"] / (EVERY * macs["train"]), 3),
                      "overhead_iterate_flops": round(macs["iterate"] / (EVERY * macs["train"]), 3)})
     return rows
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Runs this section alone: ``python -m timm_lc.bench.sharing [--full] [--device cuda]``."""
-    import argparse
-    from timm_lc.bench import format_table
-    parser = argparse.ArgumentParser(prog="timm-lc bench --sections sharing", description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="more repeats (slower)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    print(format_table(run(quick=not args.full, device=args.device), COLUMNS))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,7 +29,8 @@ from .checkpoint import latest_checkpoint, load_checkpoint, remove_partial_check
 from .config import TrainConfig, resolve_config, save_config, trackers_for
 from .data import build_data, build_eval_loader, build_train_loader
 from .evaluate import evaluate_accuracy
-from .metrics import MetricsWriter, plot_metrics
+from ..figures import plot_metrics
+from .metrics import MetricsWriter
 from .sleep_phase import SleepPhase
 
 __all__ = ["train", "create_run_model", "build_sleep", "resolve_output_dir", "check_memory", "holds_run",

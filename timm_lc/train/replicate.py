@@ -24,18 +24,16 @@ under ``--runs-dir``, never over committed results. ``--jobs N`` trains N runs a
 its share of the CPU threads. With ``--publish``, the best sharing run and the best plain LC run
 get model cards and ``hub/manifest.json`` entries, ready for ``timm-lc push``.
 """
-import argparse
 import math
 import os
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .._io import atomic_path, write_text_atomic
+from .._io import write_text_atomic
+from ..figures import plot_replication
 
 __all__ = ["STUDIES", "VARIANTS", "SHARING_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
            "ordering_checks", "gap_closed", "write_results", "publish_checkpoints", "main"]
@@ -256,37 +254,6 @@ def _markdown(results: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(results: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    summary = results["summary"]
-    variants = list(summary)
-    fig, ax = plt.subplots(figsize=(1.2 * len(variants) + 2, 4))
-    means = [summary[v]["mean"] for v in variants]
-    stds = [summary[v]["std"] for v in variants]
-    colours = ["tab:blue" if v == "conv" else "tab:green" if v in SHARING_VARIANTS else "tab:orange"
-               for v in variants]
-    ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colours, alpha=0.7)
-    for i, v in enumerate(variants):
-        accs = [r["test_acc"] for r in results["runs"] if r["variant"] == v]
-        ax.scatter([i] * len(accs), accs, color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
-    ax.axhline(10.0, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    low = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, 10 * math.floor(low / 10) - 10), 100)
-    ax.set_title(STUDIES[results["setup"]["_study"]].results_name.replace("_", " ") + ": i.i.d. test")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
-
-
 def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
     """Writes ``<name>.json``, ``.md`` and ``.png`` into ``output`` (atomically); returns their paths."""
     import json
@@ -295,7 +262,8 @@ def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
     paths = {ext: output / f"{name}.{ext}" for ext in ("json", "md", "png")}
     write_text_atomic(paths["json"], json.dumps(results, indent=2) + "\n")
     write_text_atomic(paths["md"], _markdown(results))
-    _plot(results, paths["png"])
+    title = STUDIES[results["setup"]["_study"]].results_name.replace("_", " ") + ": i.i.d. test"
+    plot_replication(results, paths["png"], title, SHARING_VARIANTS)
     return paths
 
 
@@ -337,79 +305,3 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
                           "push": f"timm-lc push {run['run_dir']} --repo-id {repo_id} --model-name {model_name} "
                                   f"--manifest {manifest}"})
     return published
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="timm-lc replicate", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="digits", choices=list(STUDIES), help="which study")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="V",
-                        help=f"variants to train, of: {', '.join(VARIANTS)}")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
-    parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the study's)")
-    parser.add_argument("--train-samples", type=int, default=None,
-                        help="training images (default: the study's; digits: all 1,437)")
-    parser.add_argument("--repeats", type=int, default=None, help="copies per image for lc_translations")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cpu_count/jobs threads")
-    parser.add_argument("--output", default="recipes/results", help="where the results files go")
-    parser.add_argument("--runs-dir", default=None, help="where the run directories go (default: runs/<study>)")
-    parser.add_argument("--publish", action="store_true",
-                        help="write model cards and manifest entries for the best LC + sharing and plain LC runs")
-    parser.add_argument("--manifest", default="hub/manifest.json", help="manifest that --publish adds to")
-    parser.add_argument("--smoke", action="store_true",
-                        help="CI check: 1 seed, 10 steps, 256 training and 512 test images, results under "
-                             "--runs-dir (overrides --seeds/--steps/--train-samples/--output)")
-    return parser
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    try:
-        unknown = [v for v in args.variants if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; expected any of {', '.join(VARIANTS)}")
-        for key in ("seeds", "jobs"):
-            if getattr(args, key) < 1:
-                raise ValueError(f"--{key}: expected a positive integer, got {getattr(args, key)}")
-        runs_dir = Path(args.runs_dir or Path("runs") / STUDIES[args.dataset].results_name)
-        seeds, steps, samples, epochs, output = range(args.seeds), args.steps, args.train_samples, args.epochs, \
-            Path(args.output)
-        eval_samples = None
-        if args.smoke:
-            seeds, steps, samples, epochs, output = range(1), 10, 256, 3, runs_dir / "results"
-            eval_samples = 512
-        setup = study_setup(args.dataset, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
-                            train_samples=samples, max_steps=steps, repeats=args.repeats, eval_samples=eval_samples)
-        spec = STUDIES[args.dataset]
-        variants = list(dict.fromkeys(args.variants))
-        start = time.perf_counter()
-        runs = run_study(variants, list(seeds), setup, runs_dir, jobs=args.jobs)
-        summary = summarise(runs)
-        train_samples = setup["max_train_samples"] or 1437
-        results = {
-            "dataset": spec.description.format(train_samples=train_samples, translate=setup.get("translate")),
-            "command": "timm-lc replicate " + shlex.join(argv),
-            "setup": setup, "train_samples": train_samples, "image_size": spec.image_size, "runs": runs,
-            "summary": summary, "ordering": ordering_checks(summary), "gap_closed": gap_closed(summary),
-            "jobs": args.jobs, "wall_time_s": time.perf_counter() - start,
-        }
-        if args.publish:
-            results["published"] = publish_checkpoints(results, Path(args.manifest), output / "cards")
-        paths = write_results(results, output)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"timm-lc replicate: error: {e}", file=sys.stderr)
-        return 2
-    print(paths["md"].read_text(encoding="utf-8"))
-    for item in results.get("published", []):
-        print(f"publish {item['model']} ({item['variant']} seed {item['seed']}, {item['test_acc']:.1f}%): "
-              f"{item['push']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

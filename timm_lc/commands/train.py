@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin
 
 import yaml
 
-from .config import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
+from ..train.config import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
 
 __all__ = ["build_parser", "parse_config", "main"]
 
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
     """The recipe.yaml of the run that ``--resume`` continues (None if it has none)."""
-    from .loop import RECIPE_NAME, resolve_output_dir
+    from ..run_dir import RECIPE_NAME
+    from ..train.loop import resolve_output_dir
     out = resolve_output_dir(config_from_dict({k: v for k, v in values.items() if k in ("output_dir", "name")}))
     saved = out / RECIPE_NAME
     if not saved.is_file():
@@ -102,8 +103,8 @@ def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
 def _interrupted(cfg: Optional[TrainConfig]) -> str:
     if cfg is None:
         return "interrupted before training started; nothing was written"
-    from .checkpoint import latest_checkpoint
-    from .loop import resolve_output_dir
+    from ..train.checkpoint import latest_checkpoint
+    from ..train.loop import resolve_output_dir
     out = resolve_output_dir(cfg)
     ckpt = latest_checkpoint(out)
     if ckpt is None:
@@ -113,7 +114,7 @@ def _interrupted(cfg: Optional[TrainConfig]) -> str:
 
 def _usage_errors() -> Tuple[type, ...]:
     """What a bad recipe, flag, model, data set or output directory raises (imported only on an error)."""
-    from .data import DatasetUnavailableError
+    from ..train.data import DatasetUnavailableError
     return ValueError, TypeError, OSError, DatasetUnavailableError
 
 
@@ -123,8 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = _parse(argv)  # --help exits here
         cfg = _config(args)
-        from .config import resolve_config
-        from .loop import train
+        from ..train.config import resolve_config
+        from ..train.loop import train
         if getattr(args, "print_config", False):
             sys.stdout.write(yaml.safe_dump(resolve_config(cfg).to_dict(), sort_keys=False))
         else:

@@ -24,7 +24,7 @@ __all__ = ["main"]
 _SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="timm model name (e.g. resnet18, resnet18.a1_in1k, hf-hub:org/repo)")
     p.add_argument("--input-size", type=int, nargs=3, required=True, metavar=("C", "H", "W"),
@@ -108,8 +108,8 @@ def _convert(args: argparse.Namespace) -> int:
     import timm
     import torch
 
-    from .convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
-    from .run_dir import remove_run_files, save_pretrained
+    from ..convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
+    from ..run_dir import remove_run_files, save_pretrained
 
     kwargs: Dict[str, Any] = {} if args.num_classes is None else {"num_classes": args.num_classes}
     selection = dict(keep_first=args.keep_first, keep_1x1=args.keep_1x1, include=args.include, exclude=args.exclude)
@@ -143,7 +143,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return _convert(args)
     except (ValueError, TypeError, OSError) as e:  # bad input, existing output, Hub/network (HfHubHTTPError)

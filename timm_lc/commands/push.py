@@ -4,7 +4,7 @@ import json
 import sys
 from typing import List, Optional
 
-from .hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
+from ..hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,41 @@
+"""``timm-lc sleep-convergence``: plot Hebbian sleep convergence vs fan-in against theory
+(the measurement: ``timm_lc.sharing.convergence``)."""
+import argparse
+import os
+from typing import List, Optional
+
+from ..figures import plot_sleep_convergence
+from ..sharing.convergence import REFERENCE_STEP, measure
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="timm-lc sleep-convergence",
+        description="Plot the deviation of Hebbian sleep vs iteration for several fan-ins, against theory.")
+    parser.add_argument("--output", default=os.path.join("docs", "sleep_convergence.png"), help="PNG to write")
+    parser.add_argument("--in-channels", type=int, nargs="+", default=[3, 16, 64, 256, 512],
+                        help="input channels of the 3x3 layers (fan-in = 9 x this)")
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--gamma", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.batch_size < 1 or min(args.in_channels) < 1:
+        parser.error("--iterations, --batch-size and --in-channels must be positive")
+    results = {key: [measure(c, args.iterations, args.batch_size, args.gamma, args.seed, lr)
+                     for c in args.in_channels]
+               for key, lr in (("normalised", None), ("reference", REFERENCE_STEP))}
+    print(f"{'fan-in':>7} | {'normalised: measured':>20} {'theory':>9} | {'fixed 0.1: measured':>19} {'theory':>9}")
+    for ours, ref in zip(results["normalised"], results["reference"]):
+        print(f"{ours['fan_in']:>7} | {ours['measured'][-1]:>20.3g} {ours['expected'][-1]:>9.3g} | "
+              f"{ref['measured'][-1]:>19.3g} {ref['expected'][-1]:>9.3g}")
+    plot_sleep_convergence(results, args.iterations, args.batch_size, args.gamma, args.output, REFERENCE_STEP)
+    print(f"wrote {args.output}")
+    return 0

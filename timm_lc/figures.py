@@ -1,0 +1,133 @@
+"""Every figure timm-lc draws (matplotlib, Agg backend), each saved atomically by ``save_figure``.
+
+Run plots (accuracy and sharing SNR over training), the replication study's bar chart and the
+sleep-convergence figure. Library modules call these; none of them imports matplotlib itself.
+"""
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from ._io import PathLike, atomic_path
+from .run_dir import read_metrics
+
+__all__ = ["save_figure", "plot_metrics", "plot_replication", "plot_sleep_convergence"]
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig: Any, path: PathLike, **savefig_kwargs: Any) -> Path:
+    """Writes ``fig`` to ``path`` atomically (temporary file, then rename) and closes it."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def _series(records: List[Dict[str, Any]], event: str, key: str):
+    pts = [(r["step"], r[key]) for r in records if r.get("event") == event and r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str] = None) -> List[Path]:
+    """Writes ``accuracy.png`` (test/train accuracy vs step) and, if the run slept, ``snr.png``."""
+    plt = _pyplot()
+    records = read_metrics(metrics_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for event, key, label in (("eval", "test_acc", "test"), ("eval", "ema_test_acc", "test (EMA)"),
+                              ("eval", "train_acc", "train (running)")):
+        x, y = _series(records, event, key)
+        if x:
+            ax.plot(x, y, marker="o", markersize=3, label=label)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "accuracy")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    save_figure(fig, out_dir / "accuracy.png", dpi=110, bbox_inches="tight")
+    written.append(out_dir / "accuracy.png")
+
+    after_x, after_y = _series(records, "sleep", "snr")
+    eval_x, eval_y = _series(records, "eval", "snr")
+    if after_x or eval_x:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if after_x:
+            ax.plot(after_x, after_y, ".", markersize=3, label="after each sleep")
+        if eval_x:
+            ax.plot(eval_x, eval_y, marker="o", markersize=3, label="at evaluation")
+        positive = [v for v in after_y + eval_y if v and v > 0]
+        if positive and max(positive) / min(positive) > 100:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("sharing SNR (pool mean^2 / pool variance)")
+        ax.set_title(title or "weight sharing SNR")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save_figure(fig, out_dir / "snr.png", dpi=110, bbox_inches="tight")
+        written.append(out_dir / "snr.png")
+    return written
+
+
+def plot_replication(results: Dict[str, Any], path: Path, title: str, sharing_variants: Sequence[str]) -> None:
+    """A replication study's bar chart: mean test accuracy (and std) per variant, every seed a dot."""
+    plt = _pyplot()
+    summary = results["summary"]
+    variants = list(summary)
+    fig, ax = plt.subplots(figsize=(1.2 * len(variants) + 2, 4))
+    means = [summary[v]["mean"] for v in variants]
+    stds = [summary[v]["std"] for v in variants]
+    colours = ["tab:blue" if v == "conv" else "tab:green" if v in sharing_variants else "tab:orange"
+               for v in variants]
+    ax.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colours, alpha=0.7)
+    for i, v in enumerate(variants):
+        accs = [r["test_acc"] for r in results["runs"] if r["variant"] == v]
+        ax.scatter([i] * len(accs), accs, color="black", s=10, zorder=3)
+    ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right")
+    ax.axhline(10.0, color="grey", linestyle=":", linewidth=1, label="chance (10 classes)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, 10 * math.floor(low / 10) - 10), 100)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+
+
+def plot_sleep_convergence(results: Dict[str, List[Dict[str, object]]], iterations: int, batch_size: int, gamma: float,
+         output: Union[str, Path], reference_step: float) -> None:
+    """Writes the two-panel figure to ``output`` atomically (temporary file, then rename)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    titles = {"normalised": "fan-in normalised step (timm-lc)",
+              "reference": f"fixed step {reference_step} (reference)"}
+    colors = plt.cm.viridis([i / max(1, len(results["normalised"]) - 1) * 0.9 for i in range(len(results["normalised"]))])
+    t = list(range(iterations + 1))
+    for ax, key in zip(axes, ("normalised", "reference")):
+        for color, run in zip(colors, results[key]):
+            label = f"d = {run['fan_in']}" + (" (diverged: rolled back)" if run["rolled_back"] else "")
+            ax.semilogy(t, [1.0] + run["measured"], color=color, lw=2.2, label=label)
+            ax.semilogy(t, [1.0] + run["expected"], color="black", lw=0.9, ls=(0, (3, 3)), alpha=0.8, zorder=3)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.set_title(titles[key])
+        ax.set_xlabel("sleep iteration")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel(r"$|D_t - D^*| \,/\, |D_0 - D^*|$")
+    axes[0].plot([], [], color="black", lw=0.9, ls=(0, (3, 3)), label="expected (theory)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    axes[1].set_ylim(bottom=max(1e-7, axes[1].get_ylim()[0]))
+    fig.suptitle(f"Hebbian sleep convergence on white noise (B = {batch_size}, gamma = {gamma:g})")
+    fig.tight_layout()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, output, format="png", dpi=130)
