@@ -164,9 +164,8 @@ class LcResNet(nn.Module):
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
         self.init_weights(zero_init_last=zero_init_last)
-        self.lc_layers = []
         if locally_connected:
-            self.lc_layers = locally_connect_(
+            locally_connect_(
                 self, (in_chans, *self.img_size), keep_first=keep_first, keep_1x1=keep_1x1, **dd)
 
     @torch.jit.ignore

@@ -58,15 +58,16 @@ def _check_output_dir(cfg: TrainConfig, out: Path) -> None:
 
 
 def create_run_model(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    """``timm.create_model(cfg.model, ...)`` sized for the data (``img_size`` only for fixed-size models)."""
+    """``timm.create_model(cfg.model, ...)`` sized for the data (``img_size`` only for a registered fixed-size
+    architecture; an ``hf-hub:`` / ``local-dir:`` checkpoint keeps the size its config.json records)."""
     import timm
+    from timm.models import get_pretrained_cfg, parse_model_name, split_model_name_tag
     import timm_lc.models  # noqa: F401  (registers the lc_resnet* models)
     kwargs: Dict[str, Any] = dict(num_classes=cfg.num_classes or num_classes, in_chans=in_chans)
-    try:
-        fixed = timm.models.get_pretrained_cfg(cfg.model.split(":")[-1].split(".")[0])
-        fixed = getattr(fixed, "fixed_input_size", False)
-    except Exception:
-        fixed = False
+    source, name = parse_model_name(cfg.model)
+    architecture = split_model_name_tag(name)[0]
+    fixed = source is None and timm.is_model(architecture) and getattr(
+        get_pretrained_cfg(architecture), "fixed_input_size", False)
     if fixed or "img_size" in cfg.model_kwargs:
         kwargs["img_size"] = img_size
     kwargs.update(cfg.model_kwargs)
