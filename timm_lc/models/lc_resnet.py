@@ -1,7 +1,7 @@
 """Locally connected ResNets (Pogodin et al., NeurIPS 2021) registered in timm.
 
-``LcResNet`` builds timm's ResNet blocks (``timm.models.resnet.make_blocks`` with timm's
-``BasicBlock`` / ``Bottleneck``) behind either the ImageNet stem (7x7 stride-2 conv + max-pool)
+``LcResNet`` builds stages of timm's ResNet blocks (``BasicBlock`` / ``Bottleneck``, with timm's
+module names) behind either the ImageNet stem (7x7 stride-2 conv + max-pool)
 or the CIFAR stem (3x3 stride-1 conv, no pool), then swaps every conv, 1x1 shortcuts included,
 for a ``LocallyConnected2d`` sized for ``img_size`` (``locally_connected=False`` keeps the convs:
 the paper's conv baseline; ``keep_first=n`` keeps the first n convs, e.g. a conv stem).
@@ -27,12 +27,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
-    LayerType, create_classifier, get_act_layer, get_device_dtype, get_norm_layer, register_notrace_function,
+    DropPath, LayerType, create_classifier, get_act_layer, get_device_dtype, get_norm_layer, register_notrace_function,
     to_2tuple)
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._pretrained import PretrainedCfg
-from timm.models.resnet import BasicBlock, Bottleneck, make_blocks
+from timm.models import (
+    BasicBlock, Bottleneck, PretrainedCfg, build_model_with_cfg, checkpoint_seq, generate_default_cfgs,
+    register_model)
 
 from ..layers import kernel_to_filters
 from ..sharing.settings import PAPER_SLEEP, SleepConfig
@@ -61,6 +60,61 @@ def _check_image_size(x: torch.Tensor, channels: int, height: int, width: int) -
 
 
 torch.fx.wrap("_check_image_size")  # a leaf for any fx tracer, not only timm's
+
+
+def _make_stages(block: Type[nn.Module], channels: Tuple[int, ...], layers: Tuple[int, ...], inplanes: int,
+                 strides: List[int], output_stride: int, drop_path_rate: float, **block_kwargs: Any
+                 ) -> Tuple[List[Tuple[str, nn.Module]], List[Dict[str, Any]]]:
+    """timm ResNet stages (``layer1``..., timm's module names): stage i > 0 halves the size, or dilates
+    once ``strides[i]`` would pass ``output_stride``; a 1x1 conv + norm shortcut where the shape changes;
+    stochastic depth rising linearly to ``drop_path_rate``."""
+    dd = {k: block_kwargs.pop(k) for k in ("device", "dtype") if k in block_kwargs}
+    norm_layer = block_kwargs["norm_layer"]
+    stages, feature_info = [], []
+    total, index = sum(layers), 0
+    reduction, dilation, prev_dilation = strides[0], 1, 1
+    for stage_index, (planes, num_blocks) in enumerate(zip(channels, layers)):
+        stride = 1 if stage_index == 0 else 2
+        if stage_index > 0 and reduction >= output_stride:
+            dilation, stride = dilation * stride, 1
+        else:
+            reduction *= stride
+        out_channels = planes * block.expansion
+        downsample = None
+        if stride != 1 or inplanes != out_channels:
+            downsample = nn.Sequential(nn.Conv2d(inplanes, out_channels, 1, stride=stride, bias=False, **dd),
+                                       norm_layer(out_channels, **dd))
+        blocks = []
+        for block_index in range(num_blocks):
+            rate = drop_path_rate * index / max(total - 1, 1)
+            blocks.append(block(
+                inplanes, planes, stride if block_index == 0 else 1, downsample if block_index == 0 else None,
+                first_dilation=prev_dilation, dilation=dilation, drop_path=DropPath(rate) if rate > 0 else None,
+                **block_kwargs, **dd))
+            prev_dilation, inplanes, index = dilation, out_channels, index + 1
+        name = _STAGE_NAMES[stage_index]
+        stages.append((name, nn.Sequential(*blocks)))
+        feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
+    return stages, feature_info
+
+
+def _take_indices(num_features: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
+    """timm's intermediate selection: None all, an int the last n, a list those (negative from the end);
+    returns the absolute indices and the largest (scriptable)."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_features})")
+        take = [num_features - indices + i for i in range(indices)]
+    else:
+        take: List[int] = []
+        for i in indices:
+            index = num_features + i if i < 0 else i
+            if not 0 <= index < num_features:
+                raise ValueError(f"feature index {index} is out of range (0 to {num_features - 1})")
+            take.append(index)
+    return take, max(take)
 
 
 class LcResNet(nn.Module):
@@ -140,22 +194,18 @@ class LcResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem_pool else nn.Identity()
         self.feature_info = [dict(num_chs=stem_width, reduction=stem_stride, module="act1")]
 
-        # stages: timm's make_blocks counts strides from 4 (its stem's); rescale to ours
         stem_reduction = stem_stride * (2 if stem_pool else 1)
         strides = [stem_reduction * 2 ** i for i in range(len(layers))]
         if output_stride is not None and output_stride not in strides:
             raise ValueError(f"output_stride must be one of {strides} for this stem, got {output_stride}")
         target_stride = output_stride or strides[-1]
-        stages, stage_info = make_blocks(
-            (block,) * len(layers), channels, layers, stem_width,
-            output_stride=target_stride * 4 // stem_reduction, drop_path_rate=drop_path_rate,
+        stages, stage_info = _make_stages(
+            block, channels, layers, stem_width, strides, target_stride, drop_path_rate,
             act_layer=act_layer, norm_layer=norm_layer, **dd)
         for name, stage in stages:
             self.add_module(name, stage)
         for name in _STAGE_NAMES[len(stages):]:
             self.add_module(name, nn.Sequential())  # absent stage: empty, keeps forward fixed and scriptable
-        for info in stage_info:
-            info["reduction"] = info["reduction"] * stem_reduction // 4
         self.feature_info.extend(stage_info)
 
         # head
@@ -226,7 +276,7 @@ class LcResNet(nn.Module):
         """Final features and the stem / stage outputs selected by ``indices`` (timm semantics)."""
         assert output_fmt in ("NCHW",), "Output shape must be NCHW."
         intermediates = []
-        take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
+        take_indices, max_index = _take_indices(self.num_stages + 1, indices)
         x = self._stem(self._check_input(x))
         if 0 in take_indices:
             intermediates.append(x)
@@ -253,7 +303,7 @@ class LcResNet(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drops the stages (and head) not needed for the intermediates ``indices``."""
-        take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
+        take_indices, max_index = _take_indices(self.num_stages + 1, indices)
         for name in _STAGE_NAMES[max_index:self.num_stages]:
             setattr(self, name, nn.Sequential())
         if max_index == 0:
