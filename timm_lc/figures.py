@@ -105,14 +105,15 @@ def plot_replication(results: Dict[str, Any], path: Path, title: str, sharing_va
     save_figure(fig, path, dpi=100)
 
 
-def plot_sleep_convergence(results: Dict[str, List[Dict[str, object]]], iterations: int, batch_size: int, gamma: float,
-         output: Union[str, Path], reference_step: float) -> None:
-    """Writes the two-panel figure to ``output`` atomically (temporary file, then rename)."""
+def plot_sleep_convergence(results: Dict[str, List[Dict[str, object]]], iterations: int, batch_size: int,
+                           gamma: float, output: Union[str, Path], reference_step: float) -> None:
+    """The sleep-convergence figure (measured vs expected, normalised and fixed step) written to ``output``."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     titles = {"normalised": "fan-in normalised step (timm-lc)",
               "reference": f"fixed step {reference_step} (reference)"}
-    colors = plt.cm.viridis([i / max(1, len(results["normalised"]) - 1) * 0.9 for i in range(len(results["normalised"]))])
+    count = len(results["normalised"])
+    colors = plt.cm.viridis([i / max(1, count - 1) * 0.9 for i in range(count)])
     t = list(range(iterations + 1))
     for ax, key in zip(axes, ("normalised", "reference")):
         for color, run in zip(colors, results[key]):

@@ -427,96 +427,106 @@ default_cfgs = generate_default_cfgs({
     "lc_resnet_tiny_hebb.*": _tiny_cfg(**_SLEEP),
 })
 
-_RESNET18 = dict(block="basic", layers=(2, 2, 2, 2))
-_RESNET18_HALF = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
-_CIFAR_STEM = dict(stem_kernel_size=3, stem_stride=1, stem_pool=False)
-_RESNET20 = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16, **_CIFAR_STEM)
-_TINY = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), stem_width=8, **_CIFAR_STEM)
-
-
-def _build(variant: str, arch: Dict[str, Any], pretrained: bool, kwargs: Dict[str, Any], **defaults) -> LcResNet:
-    return _create_lc_resnet(variant, pretrained, **dict(arch, **dict(defaults, **kwargs)))
-
 
 @register_model
 def lc_resnet18(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-18, full width (64..512), 224x224, 7x7 stem + max-pool: ~1.8 B weights."""
-    return _build("lc_resnet18", _RESNET18, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2))
+    return _create_lc_resnet("lc_resnet18", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-18 at half width (32..256), the paper's ImageNet network."""
-    return _build("lc_resnet18_half", _RESNET18_HALF, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
+    return _create_lc_resnet("lc_resnet18_half", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_convstem(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-18 (full width) with its 7x7 stem conv kept convolutional."""
-    return _build("lc_resnet18_convstem", _RESNET18, pretrained, kwargs, keep_first=1)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2), keep_first=1)
+    return _create_lc_resnet("lc_resnet18_convstem", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half_convstem(pretrained: bool = False, **kwargs) -> LcResNet:
     """Half-width LC ResNet-18 with a convolutional stem (the paper's conv-stem ImageNet setting)."""
-    return _build("lc_resnet18_half_convstem", _RESNET18_HALF, pretrained, kwargs, keep_first=1)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32, keep_first=1)
+    return _create_lc_resnet("lc_resnet18_half_convstem", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet34(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-34 (basic blocks 3-4-6-3), 224x224."""
-    return _build("lc_resnet34", dict(block="basic", layers=(3, 4, 6, 3)), pretrained, kwargs)
+    model_args = dict(block="basic", layers=(3, 4, 6, 3))
+    return _create_lc_resnet("lc_resnet34", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet50(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-50 (bottleneck blocks 3-4-6-3), 224x224."""
-    return _build("lc_resnet50", dict(block="bottleneck", layers=(3, 4, 6, 3)), pretrained, kwargs)
+    model_args = dict(block="bottleneck", layers=(3, 4, 6, 3))
+    return _create_lc_resnet("lc_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20(pretrained: bool = False, **kwargs) -> LcResNet:
     """The paper's CIFAR net: LC ResNet-20 (3x3 stride-1 stem, 3 stages x 3 blocks, 16/32/64), 32x32."""
-    return _build("lc_resnet20", _RESNET20, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet20", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20_tin(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-20 for TinyImageNet: 48x48 crops, 200 classes."""
-    return _build("lc_resnet20_tin", _RESNET20, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet20_tin", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
     """LC ResNet-18 (full width) to be trained with Hebbian sleep-phase sharing every 10 steps."""
-    return _build("lc_resnet18_hebb", _RESNET18, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2))
+    return _create_lc_resnet("lc_resnet18_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
     """Half-width LC ResNet-18 with the paper's Hebbian sleep-phase settings."""
-    return _build("lc_resnet18_half_hebb", _RESNET18_HALF, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
+    return _create_lc_resnet("lc_resnet18_half_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
     """CIFAR LC ResNet-20 with the paper's Hebbian sleep-phase settings."""
-    return _build("lc_resnet20_hebb", _RESNET20, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet20_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20_tin_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
     """TinyImageNet LC ResNet-20 (48x48) with the paper's Hebbian sleep-phase settings."""
-    return _build("lc_resnet20_tin_hebb", _RESNET20, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet20_tin_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet_tiny(pretrained: bool = False, **kwargs) -> LcResNet:
     """Test-sized LC ResNet: CIFAR stem width 8, stages 8/16/32 x 1 block, 16x16, 10 classes."""
-    return _build("lc_resnet_tiny", _TINY, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), stem_width=8,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet_tiny", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet_tiny_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
     """Test-sized LC ResNet with the paper's Hebbian sleep-phase settings."""
-    return _build("lc_resnet_tiny_hebb", _TINY, pretrained, kwargs)
+    model_args = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), stem_width=8,
+                      stem_kernel_size=3, stem_stride=1, stem_pool=False)
+    return _create_lc_resnet("lc_resnet_tiny_hebb", pretrained, **dict(model_args, **kwargs))
