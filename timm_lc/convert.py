@@ -32,8 +32,8 @@ from .layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = [
     "ConversionReport", "ConvertedLayer", "convert_to_lc_", "convert_to_lc", "lc_conversion_report", "lc_to_conv_",
-    "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "effective_conv_kernel", "replace_submodule",
-    "LC_CONVERTED", "lc_converted_cfg", "lc_converted",
+    "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "plan_conversion", "effective_conv_kernel",
+    "replace_submodule", "LC_CONVERTED", "lc_converted_cfg", "lc_converted",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class ConversionReport:
                 f"{self.params_before:,} -> {self.params_after:,} (+{self.params_added:,})")
 
 
-def _plan(
+def plan_conversion(
         model: nn.Module,
         input_size: Sequence[int],
         keep_first: int = 0,
@@ -251,7 +251,8 @@ def _plan(
         exclude: Patterns = None,
         on_meta: bool = False,
 ) -> Tuple[ConversionReport, Dict[str, Tuple[Tuple[int, int], Tensor, object]]]:
-    """Which convs to convert, with their input size, effective kernel and padding."""
+    """Which convs a conversion replaces (``{name: (input size, effective kernel, padding)}``, forward
+    order) and its report; ``convert_to_lc_`` and the lc_resnet* models select through it."""
     if not isinstance(keep_first, int) or keep_first < 0:
         raise ValueError(f"keep_first must be an int >= 0, got {keep_first!r}")
     include, exclude = _as_patterns(include), _as_patterns(exclude)
@@ -299,7 +300,7 @@ def lc_conversion_report(
     Useful to size a conversion (e.g. the ~1.8 B parameters of ResNet-18 at 224x224) before
     allocating it.
     """
-    report, _ = _plan(model, input_size, keep_first, keep_1x1, include, exclude, on_meta=True)
+    report, _ = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude, on_meta=True)
     return report
 
 
@@ -341,7 +342,7 @@ def convert_to_lc_(
         TypeError: a selected conv is an unknown Conv2d subclass overriding forward.
         ValueError: a selected conv is called more than once in the forward.
     """
-    report, selected = _plan(model, input_size, keep_first, keep_1x1, include, exclude)
+    report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude)
     for name, (size, kernel, padding) in selected.items():
         conv = model.get_submodule(name)
         lc = LocallyConnected2d.from_conv(conv, size, noise=noise, kernel=kernel, padding=padding,

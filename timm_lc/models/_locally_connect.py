@@ -12,7 +12,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from ..convert import effective_conv_kernel, record_conv_input_sizes, replace_submodule
+from ..convert import plan_conversion, replace_submodule
 from ..layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = ["init_lc_kaiming_normal_", "locally_connect_"]
@@ -52,20 +52,16 @@ def locally_connect_(
     """Replaces the model's convs by freshly initialised LocallyConnected2d layers, in place.
 
     ``keep_first`` keeps the first n convs (forward-call order) convolutional, ``keep_1x1`` keeps
-    1x1 convs. Each LC layer is allocated on ``device`` / ``dtype`` (default: the conv's) and
-    initialised with ``init_lc_kaiming_normal_``. Returns the names of the replaced convs.
+    1x1 convs (the selection of ``timm_lc.convert.plan_conversion``). Each LC layer is allocated on
+    ``device`` / ``dtype`` (default: the conv's) and initialised with ``init_lc_kaiming_normal_``.
+    Returns the names of the replaced convs.
     """
-    if not isinstance(keep_first, int) or keep_first < 0:
-        raise ValueError(f"keep_first must be an int >= 0, got {keep_first!r}")
-    sizes = record_conv_input_sizes(model, input_size, on_meta=True)
-    if keep_first > len(sizes):
-        raise ValueError(f"keep_first={keep_first} exceeds the model's {len(sizes)} convs")
-    replaced = []
-    for index, (name, size) in enumerate(sizes.items()):
+    report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, on_meta=True)
+    convs = len(report.layers) + len(report.kept)
+    if keep_first > convs:
+        raise ValueError(f"keep_first={keep_first} exceeds the model's {convs} convs")
+    for name, (size, _, padding) in selected.items():
         conv = model.get_submodule(name)
-        if index < keep_first or (keep_1x1 and conv.kernel_size == (1, 1)):
-            continue
-        _, padding = effective_conv_kernel(conv)
         target_device = conv.weight.device if device is None else torch.device(device)
         lc = LocallyConnected2d(
             conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
@@ -74,5 +70,4 @@ def locally_connect_(
         if target_device.type != "meta":
             lc = lc.to_empty(device=target_device)  # the one allocation of this layer's weights
         replace_submodule(model, name, init_lc_kaiming_normal_(lc))
-        replaced.append(name)
-    return replaced
+    return list(selected)
