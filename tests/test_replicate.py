@@ -117,6 +117,7 @@ def test_summary_and_ordering_against_hand_computed_values():
     assert checks["lc_instant_1 > lc"]["holds"] and checks["lc_instant_1 > lc"]["within_noise"]
     assert checks["lc_instant_1 > lc"]["difference"] == pytest.approx(10.0)
     assert gap_closed(summary) == {"lc_instant_1": pytest.approx(10.0 / 22.0)}
+    assert gap_closed({**summary, "conv": dict(summary["conv"], mean=60.0)}) == {}  # no gap, nothing to close
 
 
 @pytest.mark.parametrize("argv, message", [

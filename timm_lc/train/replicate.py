@@ -211,11 +211,14 @@ def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def gap_closed(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
-    """Per variant, the share of the conv - LC gap it closes: (acc - lc) / (conv - lc), in mean accuracy."""
+    """Per variant, the share of the conv - LC gap it closes: (acc - lc) / (conv - lc), in mean accuracy.
+
+    Empty when there is no gap (conv not above lc): then there is nothing to close.
+    """
     if "conv" not in summary or "lc" not in summary:
         return {}
     gap = summary["conv"]["mean"] - summary["lc"]["mean"]
-    if gap == 0:
+    if gap <= 0:
         return {}
     return {v: (s["mean"] - summary["lc"]["mean"]) / gap for v, s in summary.items() if v not in ("conv", "lc")}
 
@@ -243,7 +246,9 @@ def _markdown(results: Dict[str, Any]) -> str:
         closed = results["gap_closed"].get(variant)
         lines.append(f"| `{variant}` | {s['mean']:.1f} ± {s['std']:.1f} | {s['n']} | {s['min']:.1f} | "
                      f"{s['max']:.1f} | {'' if closed is None else f'{100 * closed:.0f}%'} | {s['wall_time_s']:.0f} |")
-    lines += ["", "`gap closed`: (variant - lc) / (conv - lc), in mean accuracy.", "",
+    gap_note = ("`gap closed`: (variant - lc) / (conv - lc), in mean accuracy." if results["gap_closed"] else
+                "`gap closed`: none, there is no gap to close here (conv is not above lc).")
+    lines += ["", gap_note, "",
               f"Total wall time: {results['wall_time_s'] / 60:.1f} min ({results['jobs']} run(s) at a time).", "",
               "The paper's ordering, pair by pair (`within noise`: the difference of the means is smaller "
               "than their combined std):", "", "| pair | difference (points) | holds | within noise |",
