@@ -109,7 +109,7 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
                        ("repeats", translations["repeats"])):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}: expected a positive integer, got {value!r}")
-    milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)} - {epochs}) or [epochs]
+    milestones = sorted(m for m in {epochs // 2, (3 * epochs) // 4} if 0 < m < epochs)  # none for 1 epoch
     return dict(
         spec.data, epochs=epochs, max_steps=max_steps, batch_size=batch_size or spec.batch_size, opt="adamw",
         lr=spec.lr if lr is None else lr, weight_decay=1e-4, sched="multistep", decay_milestones=milestones,
@@ -229,13 +229,14 @@ def _markdown(results: Dict[str, Any]) -> str:
     widths = spec.model_kwargs.get("channels")
     arch = f"`{spec.model}`" + (f" at widths {'/'.join(map(str, widths))}" if widths else "")
     tr = setup["_translations"]
+    decays = [m for m in setup["decay_milestones"] if m < setup["epochs"]]
+    schedule = f"x{setup['decay_rate']} after epochs {decays}" if decays else "constant lr"
     lines = [f"# Small-scale replication: {results['dataset']}", "",
              f"Command: `{results['command']}`", "",
              f"One architecture for every variant: {arch} ({results['image_size']}x{results['image_size']}, "
              f"1 channel; its `_hebb` twin for the sharing variants, convolutions for `conv`); "
              f"{setup['epochs']} epochs on {results['train_samples']} training images, batch {setup['batch_size']}, "
-             f"AdamW lr {setup['lr']} wd {setup['weight_decay']} (x{setup['decay_rate']} at epochs "
-             f"{setup['decay_milestones']}); sharing over `residue` pools (borders included), instant or Hebbian "
+             f"AdamW lr {setup['lr']} wd {setup['weight_decay']} ({schedule}); sharing over `residue` pools (borders included), instant or Hebbian "
              f"(100 iterations on 128 noise samples, gamma 1e-05, fan-in normalised step); "
              f"`lc_translations`: {tr['repeats']} copies per image"
              + (f" translated by up to {tr['translate']} px" if tr.get("translate") else "")
