@@ -94,12 +94,12 @@ def test_variants_differ_only_in_their_own_keys(study, tmp_path):
 
 @pytest.mark.skipif(fashion_mnist.local_dir() is None, reason="needs the Debian package dataset-fashion-mnist")
 def test_fashion_mnist_smoke_study(tmp_path):
-    argv = ["--dataset", "fashion-mnist", "--smoke", "--variants", "lc", "lc_instant_10", "--steps", "2",
+    argv = ["--dataset", "fashion-mnist", "--smoke", "--variants", "lc", "lc_instant_10",
             "--runs-dir", str(tmp_path)]
     assert main(argv) == 0
     results = json.loads((tmp_path / "results" / "fashion_mnist.json").read_text())
     assert results["image_size"] == 32 and results["train_samples"] == 256
-    assert [(r["variant"], r["steps"]) for r in results["runs"]] == [("lc", 2), ("lc_instant_10", 2)]
+    assert [(r["variant"], r["steps"]) for r in results["runs"]] == [("lc", 10), ("lc_instant_10", 10)]
     config = json.loads((tmp_path / "lc_instant_10" / "seed0" / "config.json").read_text())
     assert config["pretrained_cfg"]["input_size"] == [1, 32, 32]
     assert (tmp_path / "results" / "fashion_mnist.md").is_file() and (tmp_path / "results" / "fashion_mnist.png").is_file()
