@@ -76,7 +76,8 @@ class TrainConfig:
     clip_grad: Optional[float] = _key(None, "clip the gradient norm to this value")
     label_smoothing: float = _key(0.0, "label smoothing of the cross-entropy, in [0, 1)")
     sched: str = _key("multistep", "timm learning-rate schedule", SCHEDULERS)
-    decay_milestones: List[int] = _key([15, 23], "multistep: the lr is multiplied by decay_rate once each of these epochs is complete (torch MultiStepLR)")
+    decay_milestones: List[int] = _key([15, 23], "multistep: the lr is multiplied by decay_rate once each of "
+                                                 "these epochs is complete (as torch's MultiStepLR)")
     decay_rate: float = _key(0.25, "lr decay factor")
     warmup_epochs: int = _key(0, "linear lr warm-up epochs")
     warmup_lr: float = _key(1e-5, "lr at the start of the warm-up")
