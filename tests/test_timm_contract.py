@@ -159,14 +159,19 @@ def test_model_forward_features(name):
     assert [o.shape[1] for o in picked(x)] == [channels[1], channels[3]]
 
 
-@pytest.mark.parametrize("name", SMALL)
-def test_model_forward_torchscript(name):
+def _scriptable_model(name):
+    """A scriptable eval-mode model, an input and its eager output."""
     with set_scriptable(True):
         model = timm.create_model(name, pretrained=False)
     model.eval()
     x = _input(model)
     with torch.no_grad():
-        expected = model(x)
+        return model, x, model(x)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_model_forward_torchscript(name):
+    model, x, expected = _scriptable_model(name)
     scripted = torch.jit.script(model)
     with torch.no_grad():
         out = scripted(x)
@@ -195,12 +200,7 @@ def test_model_forward_fx(name):
 @pytest.mark.parametrize("name", SMALL)
 def test_model_forward_fx_torchscript(name):
     """timm's own test: fx-trace (scriptable layers), then TorchScript the traced graph."""
-    with set_scriptable(True):
-        model = timm.create_model(name, pretrained=False)
-    model.eval()
-    x = _input(model)
-    with torch.no_grad():
-        expected = model(x)
+    model, x, expected = _scriptable_model(name)
     scripted = torch.jit.script(_create_fx_model(model))
     with torch.inference_mode():
         out = tuple(scripted(x).values())[0]
