@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from timm.layers import Conv2dSame, create_feature_extractor
 
 from timm_lc import LocallyConnected2d
-from timm_lc.layers import filters_to_kernel, kernel_to_filters, lc_function
+from timm_lc.layers import filters_to_kernel, kernel_to_filters, lc_function, locally_connected2d
 
 # (in, out, kernel, stride, padding, dilation, groups, input_size, padding_mode)
 CASES = [
@@ -30,7 +30,7 @@ def make_pair(case, dtype=torch.float64, seed=0):
 
 def naive_lc(x, lc):
     """Independent oracle: an explicit loop over output positions, each with its own filter."""
-    x = lc._pad(x)
+    x = F.pad(x, lc.pads, mode="constant" if lc.padding_mode == "zeros" else lc.padding_mode)
     kh, kw = lc.kernel_size
     (sh, sw), (dh, dw) = lc.stride, lc.dilation
     cg, og = lc.in_channels // lc.groups, lc.out_channels // lc.groups
@@ -181,6 +181,30 @@ def test_same_padding_with_stride_matches_timm_conv2d_same():
     torch.testing.assert_close(lc(x), conv(x))
 
 
+@pytest.mark.parametrize("stride,padding,dilation,groups", [
+    (1, 1, 1, 1), (2, (1, 0), 1, 2), (1, "same", 2, 1), (1, "valid", (1, 2), 1), ((2, 1), 2, 1, 4),
+])
+def test_functional_op_takes_conv2d_arguments(stride, padding, dilation, groups):
+    """locally_connected2d(x, w, b, stride, padding, dilation, groups) is F.conv2d with a copied kernel."""
+    torch.manual_seed(0)
+    kernel = torch.randn(8, 4 // groups, 3, 3, dtype=torch.float64)
+    bias = torch.randn(8, dtype=torch.float64)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    expected = F.conv2d(x, kernel, bias, stride, padding, dilation, groups)
+    ho, wo = expected.shape[-2:]
+    weight = kernel_to_filters(kernel).expand(ho, wo, *kernel_to_filters(kernel).shape).contiguous()
+    out = locally_connected2d(x, weight, bias[:, None, None].expand(8, ho, wo).contiguous(),
+                              stride=stride, padding=padding, dilation=dilation, groups=groups)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_functional_op_names_the_weight_it_expects():
+    with pytest.raises(ValueError, match=r"needs a weight of shape \(7, 7, C_out, 3, 3, 4\), got \(6, 6, 2, 3, 3, 4\)"):
+        locally_connected2d(torch.randn(1, 4, 7, 7), torch.randn(6, 6, 2, 3, 3, 4), padding=1)
+    with pytest.raises(ValueError, match="4-D input"):
+        locally_connected2d(torch.randn(4, 7, 7), torch.randn(7, 7, 2, 3, 3, 4), padding=1)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(groups=3), "divisible by groups"),
     (dict(padding_mode="mirror"), "padding_mode"),
@@ -198,7 +222,7 @@ def test_attributes_and_repr():
     lc = LocallyConnected2d(4, 8, 3, (10, 12), stride=2, padding=1, groups=2, bias=False)
     assert lc.output_size == (5, 6)
     assert lc.weight.shape == (5, 6, 8, 3, 3, 2)
-    assert lc.bias is None and lc.fan_in == 18
+    assert lc.bias is None and "bias" in lc._parameters and lc.fan_in == 18  # registered as None, like Conv2d
     assert repr(lc) == ("LocallyConnected2d(4, 8, kernel_size=(3, 3), input_size=(10, 12), stride=(2, 2), "
                         "padding=(1, 1), groups=2, bias=False)")
     assert [n for n, _ in lc.named_parameters()] == ["weight"]

@@ -1,5 +1,7 @@
-"""Locally connected layers."""
+"""Locally connected layers: the functional op, the module, and the kernel selection."""
 from .kernels import get_lc_kernel, set_lc_kernel
-from .lc_function import LocallyConnected2dFunction, locally_connected2d, locally_connected2d_plain, select_kernel
-from .locally_connected import (
-    LocallyConnected2d, filters_to_kernel, kernel_to_filters, lc_output_size, resolve_padding)
+from .lc_function import locally_connected2d
+from .locally_connected import LocallyConnected2d, filters_to_kernel, kernel_to_filters
+
+__all__ = ["LocallyConnected2d", "locally_connected2d", "get_lc_kernel", "set_lc_kernel",
+           "filters_to_kernel", "kernel_to_filters"]

@@ -16,12 +16,61 @@ issues a handful of large kernels instead of one per row, and CUDA uses implicit
 kernels that read the input directly (``triton_lc``; the gather path when triton is missing).
 ``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
+from timm.layers import get_same_padding
 from torch import Tensor
+from torch.nn.modules.utils import _pair
 
 from .kernels import get_lc_kernel, triton_kernels, triton_unusable
+
+
+Padding = Union[str, int, Tuple[int, ...]]
+
+
+def resolve_padding(
+        padding: Padding,
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+) -> Tuple[int, int, int, int]:
+    """Explicit ``F.pad`` amounts (left, right, top, bottom) for Conv2d-style ``padding``.
+
+    'same' keeps ``ceil(size / stride)`` outputs with the extra pixel on the bottom/right, as
+    torch (stride 1) and TF / timm's ``Conv2dSame`` (any stride) do; a 4-tuple is taken as
+    explicit (left, right, top, bottom) amounts.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+        pad_h, pad_w = (get_same_padding(n, k, s, d) for n, k, s, d in zip(input_size, kernel_size, stride, dilation))
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+    if isinstance(padding, int):
+        return padding, padding, padding, padding
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        return padding[1], padding[1], padding[0], padding[0]
+    if len(padding) == 4:
+        return padding  # type: ignore[return-value]
+    raise ValueError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding}")
+
+
+def lc_output_size(
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        pads: Tuple[int, int, int, int],
+) -> Tuple[int, int]:
+    """Output (H, W) of a conv / LC layer with explicit (left, right, top, bottom) pads."""
+    left, right, top, bottom = pads
+    padded = (input_size[0] + top + bottom, input_size[1] + left + right)
+    return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel_size, stride, dilation))
 
 
 def gather_patches(
@@ -264,18 +313,48 @@ def locally_connected2d_plain(
 def locally_connected2d(
         x: Tensor,
         weight: Tensor,
-        bias: Optional[Tensor],
-        kernel_size: Tuple[int, int],
-        stride: Tuple[int, int] = (1, 1),
-        dilation: Tuple[int, int] = (1, 1),
+        bias: Optional[Tensor] = None,
+        stride: Union[int, Tuple[int, int]] = 1,
+        padding: Padding = 0,
+        dilation: Union[int, Tuple[int, int]] = 1,
         groups: int = 1,
 ) -> Tensor:
-    """Locally connected 2D op on an already padded (B, C_in, H, W) input.
+    """Locally connected 2D op: ``F.conv2d``'s arguments, but a separate filter at every output position.
 
-    ``weight`` is (H_out, W_out, C_out, kh, kw, C_in/groups), ``bias`` (C_out, H_out, W_out).
-    Under autocast the inputs are cast once to the autocast dtype (before the k^2-inflated
-    patches exist) so the batched matmuls run in low precision.
+    Args:
+        x: input of shape (B, C_in, H, W), any memory format (a channels_last input gives a
+            channels_last output).
+        weight: (H_out, W_out, C_out, kh, kw, C_in / groups), position-major and channel-last:
+            ``weight[h, w]`` is the filter bank of output position (h, w) (a conv kernel ``k``
+            maps to ``k.permute(0, 2, 3, 1)`` at every position).
+        bias: optional (C_out, H_out, W_out), one bias per channel and position.
+        stride, dilation: int or (h, w), as in ``F.conv2d``.
+        padding: zero padding, as in ``F.conv2d`` (int, (h, w), 'same', 'valid'), or an explicit
+            (left, right, top, bottom) 4-tuple as ``F.pad`` takes it ('same' with an even kernel or
+            a stride needs one).
+        groups: as in ``F.conv2d``; C_in and C_out must both be divisible by it.
+
+    Returns:
+        (B, C_out, H_out, W_out); (H_out, W_out) must equal ``weight.shape[:2]``.
+
+    Under autocast the inputs are cast once to the autocast dtype (before any patch exists)
+    so the batched matmuls run in low precision. Backward recomputes the patches from the
+    saved input instead of keeping them: memory stays at the input's size.
     """
+    if x.dim() != 4 or weight.dim() != 6:
+        raise ValueError(f"locally_connected2d expects a 4-D input (B, C_in, H, W) and a 6-D weight (H_out, W_out, "
+                         f"C_out, kh, kw, C_in/groups), got {tuple(x.shape)} and {tuple(weight.shape)}")
+    kernel_size = (weight.shape[3], weight.shape[4])
+    stride, dilation = _pair(stride), _pair(dilation)
+    pads = resolve_padding(padding, (x.shape[-2], x.shape[-1]), kernel_size, stride, dilation)
+    expected = lc_output_size((x.shape[-2], x.shape[-1]), kernel_size, stride, dilation, pads)
+    if tuple(weight.shape[:2]) != expected or x.shape[1] != weight.shape[5] * groups:
+        raise ValueError(f"locally_connected2d: input {tuple(x.shape)} with kernel {kernel_size}, stride {stride}, "
+                         f"padding {pads}, dilation {dilation} and groups {groups} needs a weight of shape "
+                         f"({expected[0]}, {expected[1]}, C_out, {kernel_size[0]}, {kernel_size[1]}, "
+                         f"{x.shape[1] // groups}), got {tuple(weight.shape)}")
+    if pads != (0, 0, 0, 0):
+        x = F.pad(x, pads)
     device_type = x.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)

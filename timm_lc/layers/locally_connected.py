@@ -16,57 +16,10 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 from timm.layers import register_notrace_module
 
-from .lc_function import locally_connected2d, locally_connected2d_plain
+from .lc_function import lc_output_size, locally_connected2d, locally_connected2d_plain, resolve_padding
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 IntOrPair = Union[int, Tuple[int, int]]
-
-
-def resolve_padding(
-        padding: Union[str, int, Tuple[int, ...]],
-        input_size: Tuple[int, int],
-        kernel_size: Tuple[int, int],
-        stride: Tuple[int, int],
-        dilation: Tuple[int, int],
-) -> Tuple[int, int, int, int]:
-    """Explicit ``F.pad`` amounts (left, right, top, bottom) for Conv2d-style ``padding``.
-
-    'same' keeps ``ceil(size / stride)`` outputs with the extra pixel on the bottom/right, as
-    torch (stride 1) and TF / timm's ``Conv2dSame`` (any stride) do; a 4-tuple is taken as
-    explicit (left, right, top, bottom) amounts.
-    """
-    if isinstance(padding, str):
-        if padding == "valid":
-            return 0, 0, 0, 0
-        if padding != "same":
-            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
-        pads = []
-        for size, k, s, d in zip(input_size, kernel_size, stride, dilation):
-            total = max((math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size, 0)
-            pads.append((total // 2, total - total // 2))
-        (top, bottom), (left, right) = pads
-        return left, right, top, bottom
-    if isinstance(padding, int):
-        return padding, padding, padding, padding
-    padding = tuple(int(p) for p in padding)
-    if len(padding) == 2:
-        return padding[1], padding[1], padding[0], padding[0]
-    if len(padding) == 4:
-        return padding  # type: ignore[return-value]
-    raise ValueError(f"padding must have 2 (h, w) or 4 (left, right, top, bottom) entries, got {padding}")
-
-
-def lc_output_size(
-        input_size: Tuple[int, int],
-        kernel_size: Tuple[int, int],
-        stride: Tuple[int, int],
-        dilation: Tuple[int, int],
-        pads: Tuple[int, int, int, int],
-) -> Tuple[int, int]:
-    """Output (H, W) of a conv / LC layer with explicit (left, right, top, bottom) pads."""
-    left, right, top, bottom = pads
-    padded = (input_size[0] + top + bottom, input_size[1] + left + right)
-    return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel_size, stride, dilation))
 
 
 def _shape_str(x: Tensor) -> str:
@@ -134,7 +87,10 @@ class LocallyConnected2d(nn.Module):
         factory = dict(device=device, dtype=dtype)
         self.weight = nn.Parameter(torch.empty(
             *self.output_size, out_channels, *self.kernel_size, in_channels // groups, **factory))
-        self.bias = nn.Parameter(torch.empty(out_channels, *self.output_size, **factory)) if bias else None
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, *self.output_size, **factory))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     @property
@@ -201,30 +157,24 @@ class LocallyConnected2d(nn.Module):
                 f"{self.input_size[1]}) (channels, height, width fixed at construction), "
                 f"got {_shape_str(x)}")
 
-    def _pad(self, x: Tensor) -> Tensor:
-        if self.pads == (0, 0, 0, 0):
-            return x
-        if self.padding_mode == "zeros":
-            return F.pad(x, self.pads)
-        return F.pad(x, self.pads, mode=self.padding_mode)
-
     def forward(self, x: Tensor) -> Tensor:
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
         self._check_input(x)
-        x = self._pad(x)
+        pads = self.pads
+        if self.padding_mode != "zeros":  # like nn.Conv2d: pad here, the op zero-pads only
+            x, pads = F.pad(x, pads, mode=self.padding_mode), (0, 0, 0, 0)
         if torch.jit.is_scripting():
-            out = locally_connected2d_plain(x, self.weight, self.bias, self.kernel_size, self.stride,
-                                            self.dilation, self.groups)
+            out = locally_connected2d_plain(F.pad(x, pads), self.weight, self.bias, self.kernel_size,
+                                            self.stride, self.dilation, self.groups)
         else:
-            out = self._forward_fast(x)
+            out = self._forward_fast(x, pads)
         return out.squeeze(0) if unbatched else out
 
     @torch.jit.unused
-    def _forward_fast(self, x: Tensor) -> Tensor:
-        return locally_connected2d(x, self.weight, self.bias, self.kernel_size, self.stride,
-                                   self.dilation, self.groups)
+    def _forward_fast(self, x: Tensor, pads: Tuple[int, int, int, int]) -> Tensor:
+        return locally_connected2d(x, self.weight, self.bias, self.stride, pads, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -414,17 +414,8 @@ default_cfgs = generate_default_cfgs({
     "lc_resnet18_half_hebb": _cfg(**_SLEEP),
     "lc_resnet20_hebb": _cifar_cfg(**_SLEEP),
     "lc_resnet20_tin_hebb": _tin_cfg(**_SLEEP),
-    # trained by `timm-lc replicate --publish` (recipes/results/replication.md): the embedded digits on a
-    # 16x16 canvas, 1 channel, digits mean/std; cards in recipes/results/cards/. Listed before the
-    # untagged entries, which the '*' suffix keeps the default (timm otherwise defaults to the weighted tag).
-    "lc_resnet_tiny.digits_replication": _tiny_cfg(
-        hf_hub_id="timm-lc/lc_resnet_tiny.digits_replication", input_size=(1, 16, 16),
-        mean=(0.3053,), std=(0.3760,)),
-    "lc_resnet_tiny_hebb.digits_replication": _tiny_cfg(
-        hf_hub_id="timm-lc/lc_resnet_tiny_hebb.digits_replication", input_size=(1, 16, 16),
-        mean=(0.3053,), std=(0.3760,), **_SLEEP),
-    "lc_resnet_tiny.*": _tiny_cfg(),
-    "lc_resnet_tiny_hebb.*": _tiny_cfg(**_SLEEP),
+    "lc_resnet_tiny": _tiny_cfg(),
+    "lc_resnet_tiny_hebb": _tiny_cfg(**_SLEEP),
 })
 
 
