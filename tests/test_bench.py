@@ -2,7 +2,7 @@
 import torch
 
 from timm_lc.bench import format_table
-from timm_lc.bench.layer import LayerShape, ReferenceLC, _make, measure_peak_memory, time_steps
+from timm_lc.bench.layer import LayerShape, ReferenceLC, _make, peak_memory_in_subprocess, time_steps
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -25,8 +25,9 @@ def test_every_implementation_runs_and_is_timed():
 
 def test_peak_memory_sees_the_reference_unfold():
     shape = LayerShape("cifar-like", 32, 16, 32)  # reference keeps a 19 MB unfolded input for backward
-    assert 0 < measure_peak_memory("ours", shape, "cpu", torch.float32) \
-        < measure_peak_memory("reference", shape, "cpu", torch.float32)
+    # each in a fresh process, as the bench does: in this one, memory freed by earlier tests is reused
+    assert 0 < peak_memory_in_subprocess("ours", shape, "cpu", torch.float32) \
+        < peak_memory_in_subprocess("reference", shape, "cpu", torch.float32)
 
 
 def test_format_table():

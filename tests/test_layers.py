@@ -57,11 +57,10 @@ def test_matches_conv_with_copied_kernel(case):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.fixture(params=["rows", "gather"])
+@pytest.fixture(params=["one_chunk", "row_chunks"])
 def lc_path(request, monkeypatch):
-    """Runs a test on the CPU row path and on the gather path (the one CUDA and groups > 1 use)."""
-    if request.param == "gather":
-        monkeypatch.setattr(lc_function, "_use_rows", lambda x, groups: False)
+    """Runs a test with all output rows in one chunk and with one chunk per output row."""
+    monkeypatch.setattr(lc_function, "CHUNK_BYTES", 2 ** 40 if request.param == "one_chunk" else 1)
     return request.param
 
 

@@ -145,7 +145,7 @@ def test_interpreted_autocast_fp16(interpreted):
 
 
 def test_kernel_names_and_exports():
-    assert kernels.KERNELS == ("auto", "triton", "gather", "rows")
+    assert kernels.KERNELS == ("auto", "triton", "gather")
     assert timm_lc.set_lc_kernel is set_lc_kernel and timm_lc.get_lc_kernel is get_lc_kernel
     assert get_lc_kernel() == "auto"
     for name in kernels.KERNELS:
@@ -157,37 +157,30 @@ def test_environment_variable_is_the_initial_choice(monkeypatch):
     monkeypatch.setenv("TIMM_LC_KERNEL", "gather")
     assert get_lc_kernel() == "gather"
     assert select_kernel(torch.zeros(1, 2, 3, 3), 1) == "gather"
-    set_lc_kernel("rows")  # an explicit choice wins over the variable
-    assert get_lc_kernel() == "rows"
+    set_lc_kernel("auto")  # an explicit choice wins over the variable
+    assert get_lc_kernel() == "auto"
 
 
 def test_unknown_names_are_value_errors(monkeypatch):
-    with pytest.raises(ValueError, match="'fast'.*auto, triton, gather, rows"):
+    with pytest.raises(ValueError, match="'fast'.*auto, triton, gather"):
         set_lc_kernel("fast")
     assert get_lc_kernel() == "auto"
     monkeypatch.setenv("TIMM_LC_KERNEL", "cudnn")
     lc = LocallyConnected2d(2, 2, 3, (4, 4))
-    with pytest.raises(ValueError, match="TIMM_LC_KERNEL.*'cudnn'.*auto, triton, gather, rows"):
+    with pytest.raises(ValueError, match="TIMM_LC_KERNEL.*'cudnn'.*auto, triton, gather"):
         lc(torch.randn(1, 2, 4, 4))
 
 
-def test_auto_on_the_cpu_is_rows_for_dense_and_gather_for_grouped():
+def test_auto_on_the_cpu_is_gather():
     x = torch.zeros(1, 4, 5, 5)
-    assert select_kernel(x, 1) == "rows"
+    assert select_kernel(x, 1) == "gather"
     assert select_kernel(x, 2) == "gather"
 
 
 @interpreted_only
 def test_interpreted_kernels_are_never_picked_by_auto():
     assert kernels.triton_kernels().INTERPRETED
-    test_auto_on_the_cpu_is_rows_for_dense_and_gather_for_grouped()
-
-
-def test_rows_with_groups_is_an_error():
-    set_lc_kernel("rows")
-    lc = LocallyConnected2d(4, 4, 3, (5, 5), groups=2)
-    with pytest.raises(ValueError, match="'rows' needs groups == 1"):
-        lc(torch.randn(1, 4, 5, 5))
+    test_auto_on_the_cpu_is_gather()
 
 
 @pytest.mark.skipif(INTERPRETED, reason="needs compiled kernels")
@@ -213,7 +206,7 @@ def test_interpreted_backward_uses_the_kernel_of_its_forward(interpreted, monkey
     lc = make_lc(SMALL_CASES[0])
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
     out = lc(x)
-    set_lc_kernel("rows")
+    set_lc_kernel("gather")
     out.sum().backward()
     assert sorted(calls) == ["lc_input_grad", "lc_weight_grad"]
     expected = x.detach().clone().requires_grad_()

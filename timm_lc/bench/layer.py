@@ -147,7 +147,7 @@ def measure_peak_memory(impl: str, shape: LayerShape, device: str, dtype: torch.
     return (_proc_status_kb("VmHWM") - base) * 1024
 
 
-def _peak_memory_subprocess(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> int:
+def peak_memory_in_subprocess(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> int:
     code = ("import json, sys, torch; from timm_lc.bench.layer import LayerShape, measure_peak_memory; "
             "a = json.loads(sys.argv[1]); "
             "print(measure_peak_memory(a['impl'], LayerShape(**a['shape']), a['device'], getattr(torch, a['dtype'])))")
@@ -163,8 +163,8 @@ def run(quick: bool = False, device: str = "cpu") -> List[dict]:
     for shape in (QUICK_SHAPES if quick else SHAPES):
         impls = ["ours", "floor", "reference", "conv"]
         times = time_steps({i: _make(i, shape, device, dtype) for i in impls}, 3 if quick else 5, device)
-        mem_ours = _peak_memory_subprocess("ours", shape, device, dtype)
-        mem_ref = _peak_memory_subprocess("reference", shape, device, dtype)
+        mem_ours = peak_memory_in_subprocess("ours", shape, device, dtype)
+        mem_ref = peak_memory_in_subprocess("reference", shape, device, dtype)
         rows.append({
             "layer": shape.name, "batch": shape.batch, "channels": shape.channels, "size": shape.size,
             "device": device, "dtype": str(dtype).split(".")[-1],

@@ -1,14 +1,14 @@
 """Which implementation runs the LC op: ``set_lc_kernel`` / ``get_lc_kernel`` and ``TIMM_LC_KERNEL``.
 
-* ``rows``: row-by-row batched matmuls on strided views of the input (no patches; groups = 1),
-* ``gather``: patches gathered once, one large batched matmul (any groups, any device),
+* ``gather``: patches gathered a chunk of output rows at a time, one large batched matmul per
+  chunk (any groups, any device),
 * ``triton``: implicit-GEMM Triton kernels reading the input directly (CUDA, or CPU tensors
   under ``TRITON_INTERPRET=1``; fp16 / bf16 / fp32; any groups),
 * ``auto`` (the default): ``triton`` on CUDA when triton imports and the dtype is supported,
-  else ``rows`` on the CPU with groups = 1 and ``gather`` otherwise.
+  else ``gather``.
 
-A kernel asked for by name never silently falls back: ``rows`` with groups > 1, or ``triton``
-where it cannot run, is a ValueError naming the reason (a silent fallback would make a
+A kernel asked for by name never silently falls back: ``triton`` where it cannot run is a
+ValueError naming the reason (a silent fallback would make a
 benchmark or a debugging session measure something other than what was asked for).
 The environment variable ``TIMM_LC_KERNEL`` gives the choice until ``set_lc_kernel`` is called.
 """
@@ -21,7 +21,7 @@ import torch
 
 __all__ = ["KERNELS", "ENV_VAR", "get_lc_kernel", "set_lc_kernel", "triton_kernels", "triton_unusable"]
 
-KERNELS = ("auto", "triton", "gather", "rows")
+KERNELS = ("auto", "triton", "gather")
 ENV_VAR = "TIMM_LC_KERNEL"
 
 _selected: Optional[str] = None  # None: follow the environment variable

@@ -2,30 +2,27 @@
 
 An LC layer gives every output position p its own filter, so its forward is one batched
 matmul over positions: ``out[p] = W[p] @ cols[p]``, with ``cols[p]`` the (kh * kw * C_in/groups,
-batch) input patches that p sees. The input is first laid out as (H, W, C, B), so every patch
-row (one kernel offset, all channels, all images) is one contiguous block and gathering the
-patches is a sequence of block copies. Backward gathers them again from the saved input
-instead of keeping the k^2-times larger patch tensor alive between forward and backward, and
-reuses one patch-sized buffer for the weight and input gradients.
-
-On the CPU (groups = 1) the patches are never materialised at all: for each output row and
-kernel row, the patches of all positions in that row are overlapping windows of one
-contiguous input row, so a strided view feeds the batched matmul directly and every
-intermediate stays cache-sized ("row" path). Grouped layers use the gather path, which
-issues a handful of large kernels instead of one per row, and CUDA uses implicit-GEMM Triton
-kernels that read the input directly (``triton_lc``; the gather path when triton is missing).
-``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
+batch) input patches that p sees. The input is first copied to a zero-padded (H, W, C, B)
+layout, so every patch row (one kernel offset, all channels, all images) is one contiguous
+block and gathering the patches is a sequence of block copies. The patches are gathered a
+chunk of output rows at a time into one reused buffer of about ``CHUNK_BYTES`` (so memory stays
+near the input's size and every kernel is large: few parallel regions, which keeps the op
+fast when another process takes a core), and backward gathers them again from the saved
+input instead of keeping the k^2-times larger patch tensor alive. On CUDA implicit-GEMM
+Triton kernels read the input directly (``triton_lc``; this gather path when triton is
+missing); ``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
 """
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from timm.layers import get_same_padding
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from .kernels import get_lc_kernel, triton_kernels, triton_unusable
 
+CHUNK_BYTES = 8 << 20  # patch buffer per chunk of output rows: large kernels, cache-friendly reuse
+_TRANSPOSE_ROWS = 1024  # a 2-D CPU transpose copies this many rows at a time (2x faster than one copy)
 
 Padding = Union[str, int, Tuple[int, ...]]
 
@@ -73,6 +70,48 @@ def lc_output_size(
     return tuple((p - d * (k - 1) - 1) // s + 1 for p, k, s, d in zip(padded, kernel_size, stride, dilation))
 
 
+def _transpose_2d(a: Tensor) -> Tensor:
+    """``a.t().contiguous()`` for a 2-D tensor; on the CPU in row blocks, which caches far better."""
+    if a.device.type != "cpu" or a.shape[0] <= _TRANSPOSE_ROWS:
+        return a.t().contiguous()
+    out = a.new_empty(a.shape[1], a.shape[0])
+    for i in range(0, a.shape[0], _TRANSPOSE_ROWS):
+        out[:, i:i + _TRANSPOSE_ROWS].copy_(a[i:i + _TRANSPOSE_ROWS].t())
+    return out
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def to_hwcb(x: Tensor, pads: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor:
+    """A zero-padded (H + top + bottom, W + left + right, C, B) copy of a (B, C, H, W) tensor.
+
+    Batch-last is a transpose of the batch against everything else: one 2-D transpose for a
+    channels_last input, a 2-D transpose plus a block copy for a contiguous one (torch's
+    generic 4-D permute copy is several times slower).
+    """
+    b, c, h, w = x.shape
+    left, right, top, bottom = pads
+    out = x.new_empty(h + top + bottom, w + left + right, c, b)
+    for border in (out[:top], out[top + h:], out[top:top + h, :left], out[top:top + h, left + w:]):
+        border.zero_()
+    if _is_channels_last(x):
+        inner = _transpose_2d(x.permute(0, 2, 3, 1).reshape(b, -1)).view(h, w, c, b)
+    else:
+        inner = _transpose_2d(x.reshape(b, -1)).view(c, h, w, b).permute(1, 2, 0, 3)
+    out[top:top + h, left:left + w].copy_(inner)
+    return out
+
+
+def from_hwcb(y: Tensor, channels_last: bool) -> Tensor:
+    """The (B, C, H, W) tensor, contiguous or channels_last, of an (H, W, C, B) one: to_hwcb's inverse."""
+    h, w, c, b = y.shape
+    if channels_last:
+        return _transpose_2d(y.reshape(-1, b)).view(b, h, w, c).permute(0, 3, 1, 2)
+    return _transpose_2d(y.permute(2, 0, 1, 3).reshape(-1, b)).view(b, c, h, w)
+
+
 def gather_patches(
         x_hwcb: Tensor,
         kernel_size: Tuple[int, int],
@@ -80,8 +119,13 @@ def gather_patches(
         dilation: Tuple[int, int],
         output_size: Tuple[int, int],
         groups: int,
+        first_row: int = 0,
+        out: Optional[Tensor] = None,
 ) -> Tensor:
-    """Patches of a padded (H, W, C, B) input as (H_out * W_out * groups, kh * kw * C/groups, B)."""
+    """Patches of output rows ``first_row .. first_row + output_size[0]`` of a padded (H, W, C, B) input.
+
+    Returned as (rows * W_out * groups, kh * kw * C/groups, B), written into ``out`` when given.
+    """
     hp, wp, c, b = x_hwcb.shape
     kh, kw = kernel_size
     ho, wo = output_size
@@ -90,9 +134,12 @@ def gather_patches(
     windows = x_hwcb.as_strided(
         (ho, wo, groups, kh, kw, cg, b),
         (stride[0] * row, stride[1] * col, cg * b, dilation[0] * row, dilation[1] * col, b, 1),
-        x_hwcb.storage_offset(),
+        x_hwcb.storage_offset() + first_row * stride[0] * row,
     )
-    return windows.reshape(ho * wo * groups, kh * kw * cg, b)
+    if out is None:
+        return windows.reshape(ho * wo * groups, kh * kw * cg, b)
+    out.view(ho, wo, groups, kh, kw, cg, b).copy_(windows)
+    return out
 
 
 def scatter_patches_(
@@ -103,6 +150,7 @@ def scatter_patches_(
         dilation: Tuple[int, int],
         output_size: Tuple[int, int],
         groups: int,
+        first_row: int = 0,
 ) -> Tensor:
     """Adds patch gradients onto the padded (H, W, C, B) input gradient: gather_patches' adjoint."""
     hp, wp, c, b = grad_x_hwcb.shape
@@ -114,7 +162,7 @@ def scatter_patches_(
     h_span = stride[0] * (ho - 1) + 1
     w_span = stride[1] * (wo - 1) + 1
     for u in range(kh):
-        h0 = u * dilation[0]
+        h0 = first_row * stride[0] + u * dilation[0]
         for v in range(kw):
             w0 = v * dilation[1]
             target[h0:h0 + h_span:stride[0], w0:w0 + w_span:stride[1]] += cols[:, :, :, u, v]
@@ -135,7 +183,7 @@ def _bias_columns(bias: Tensor, groups: int) -> Tensor:
 
 def _lc_matmul(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
                stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tensor:
-    """The LC op on an (H, W, C, B) input; returns the output as (B, C_out, H_out, W_out) view."""
+    """The LC op on a padded (H, W, C, B) input in one batched matmul (the TorchScript path)."""
     ho, wo, c_out = weight.shape[:3]
     cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
     w = weight_matrices(weight, groups)
@@ -143,79 +191,59 @@ def _lc_matmul(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_si
     return out.view(ho, wo, c_out, -1).permute(3, 2, 0, 1)
 
 
-def _column_runs(kernel_w: int, dilation_w: int) -> List[Tuple[int, int]]:
-    """(first kernel column, number of columns) runs whose input pixels are contiguous."""
-    return [(0, kernel_w)] if dilation_w == 1 else [(v, 1) for v in range(kernel_w)]
+def _row_chunks(weight: Tensor, batch: int, groups: int):
+    """(first row, rows) chunks of the output whose patches fill about CHUNK_BYTES."""
+    ho, wo, _, kh, kw, cg = weight.shape
+    row_bytes = wo * groups * kh * kw * cg * batch * weight.element_size()
+    rows = max(1, min(ho, CHUNK_BYTES // row_bytes))
+    return [(h, min(rows, ho - h)) for h in range(0, ho, rows)]
 
 
-def _row_windows(x_hwcb: Tensor, row: int, first_col: int, num_cols: int, out_w: int,
-                 stride_w: int, dilation_w: int) -> Tensor:
-    """Patches of one input row for all out_w positions: an (out_w, num_cols * C, B) strided view."""
-    _, wp, c, b = x_hwcb.shape
-    offset = x_hwcb.storage_offset() + (row * wp + first_col * dilation_w) * c * b
-    return x_hwcb.as_strided((out_w, num_cols * c, b), (stride_w * c * b, b, 1), offset)
-
-
-def _forward_rows(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
-                  stride: Tuple[int, int], dilation: Tuple[int, int]) -> Tensor:
-    """Row-by-row LC forward for groups = 1 without materialised patches; (ho, wo, C_out, B) result."""
+def _forward_gather(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kernel_size: Tuple[int, int],
+                    stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tensor:
+    """LC forward a chunk of output rows at a time; (H_out, W_out, C_out, B) result."""
     ho, wo, c_out = weight.shape[:3]
-    out = x_hwcb.new_empty(ho, wo, c_out, x_hwcb.shape[-1])
-    if bias is not None:
-        out.copy_(bias.permute(1, 2, 0)[..., None].expand_as(out))
-    runs = _column_runs(kernel_size[1], dilation[1])
-    for h in range(ho):
-        first = bias is None
-        for u in range(kernel_size[0]):
-            row = h * stride[0] + u * dilation[0]
-            for v0, nv in runs:
-                cols = _row_windows(x_hwcb, row, v0, nv, wo, stride[1], dilation[1])
-                w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
-                if first:
-                    torch.bmm(w, cols, out=out[h])
-                    first = False
-                else:
-                    out[h].baddbmm_(w, cols)
-    return out
+    b = x_hwcb.shape[-1]
+    w = weight_matrices(weight, groups)
+    bias_cols = None if bias is None else _bias_columns(bias, groups)
+    out = x_hwcb.new_empty(ho * wo * groups, c_out // groups, b)
+    chunks = _row_chunks(weight, b, groups)
+    buffer = x_hwcb.new_empty(chunks[0][1] * wo * groups, w.shape[-1], b)
+    for h, rows in chunks:
+        p0, p1 = h * wo * groups, (h + rows) * wo * groups
+        cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (rows, wo), groups, h, buffer[:p1 - p0])
+        if bias_cols is None:
+            torch.bmm(w[p0:p1], cols, out=out[p0:p1])
+        else:
+            torch.baddbmm(bias_cols[p0:p1], w[p0:p1], cols, out=out[p0:p1])
+    return out.view(ho, wo, c_out, b)
 
 
-def _backward_rows(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, need_w: bool,
-                   kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int]):
-    """Row-by-row input and weight gradients for groups = 1; g is (ho, wo, C_out, B)."""
-    ho, wo, c_out = weight.shape[:3]
-    c = x_hwcb.shape[2]
-    grad_w = torch.empty_like(weight) if need_w else None
+def _backward_gather(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, need_w: bool,
+                     kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int],
+                     groups: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """Input (padded (H, W, C, B)) and weight gradients a chunk at a time; g is (positions * groups, C_out/g, B)."""
+    ho, wo = weight.shape[:2]
+    b = x_hwcb.shape[-1]
+    w = weight_matrices(weight, groups)
+    grad_w = torch.empty_like(w) if need_w else None
     grad_x = torch.zeros_like(x_hwcb) if need_x else None
-    runs = _column_runs(kernel_size[1], dilation[1])
-    nv = runs[0][1]  # all runs have the same length: one reused buffer each, no per-row allocations
-    grad_w_buf = g.new_empty(wo, c_out, nv * c) if need_w else None
-    grad_cols_buf = g.new_empty(wo, nv * c, g.shape[-1]) if need_x else None
-    span = stride[1] * (wo - 1) + 1
-    for h in range(ho):
-        g_row = g[h]
-        for u in range(kernel_size[0]):
-            row = h * stride[0] + u * dilation[0]
-            for v0, nv in runs:
-                if need_w:
-                    cols = _row_windows(x_hwcb, row, v0, nv, wo, stride[1], dilation[1])
-                    torch.bmm(g_row, cols.transpose(1, 2), out=grad_w_buf)
-                    grad_w[h, :, :, u, v0:v0 + nv] = grad_w_buf.view(wo, c_out, nv, c)
-                if need_x:
-                    w = weight[h, :, :, u, v0:v0 + nv].flatten(-2)
-                    grad_cols = torch.bmm(w.transpose(1, 2), g_row, out=grad_cols_buf).view(wo, nv, c, -1)
-                    target = grad_x[row]
-                    for i in range(nv):
-                        start = (v0 + i) * dilation[1]
-                        target[start:start + span:stride[1]] += grad_cols[:, i]
-    return grad_x, grad_w
-
-
-def _use_rows(x: Tensor, groups: int) -> bool:
-    return groups == 1 and x.device.type == "cpu"
+    chunks = _row_chunks(weight, b, groups)
+    buffer = x_hwcb.new_empty(chunks[0][1] * wo * groups, w.shape[-1], b)
+    for h, rows in chunks:
+        p0, p1 = h * wo * groups, (h + rows) * wo * groups
+        cols = buffer[:p1 - p0]
+        if need_w:
+            gather_patches(x_hwcb, kernel_size, stride, dilation, (rows, wo), groups, h, cols)
+            torch.bmm(g[p0:p1], cols.transpose(1, 2), out=grad_w[p0:p1])
+        if need_x:
+            torch.bmm(w[p0:p1].transpose(1, 2), g[p0:p1], out=cols)
+            scatter_patches_(grad_x, cols, kernel_size, stride, dilation, (rows, wo), groups, h)
+    return grad_x, None if grad_w is None else grad_w.view(weight.shape)
 
 
 def select_kernel(x: Tensor, groups: int) -> str:
-    """The kernel (``rows``, ``gather`` or ``triton``) the LC op runs on ``x`` under the current selection.
+    """The kernel (``gather`` or ``triton``) the LC op runs on ``x`` under the current selection.
 
     ``auto`` never picks Triton's (slow) interpreter; a kernel selected by name that cannot run
     on ``x`` is a ValueError saying why.
@@ -224,9 +252,7 @@ def select_kernel(x: Tensor, groups: int) -> str:
     if name == "auto":
         if x.device.type == "cuda" and triton_unusable(x) is None and not triton_kernels().INTERPRETED:
             return "triton"
-        return "rows" if _use_rows(x, groups) else "gather"
-    if name == "rows" and groups != 1:
-        raise ValueError(f"LC kernel 'rows' needs groups == 1, got groups={groups}; select 'gather' or 'auto'")
+        return "gather"
     if name == "triton":
         reason = triton_unusable(x)
         if reason is not None:
@@ -234,65 +260,48 @@ def select_kernel(x: Tensor, groups: int) -> str:
     return name
 
 
-def _output_memory_format(x: Tensor) -> torch.memory_format:
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 class LocallyConnected2dFunction(torch.autograd.Function):
-    """Custom autograd for the LC op on an already padded (B, C, H, W) input."""
+    """Custom autograd for the LC op on a (B, C, H, W) input zero-padded by ``pads`` (left, right, top, bottom)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kernel_size, stride, dilation, groups):
+    def forward(ctx, x, weight, bias, pads, stride, dilation, groups):
         kernel = select_kernel(x, groups)
-        x_hwcb = x.permute(2, 3, 1, 0).contiguous()
-        if kernel == "rows":
-            out = _forward_rows(x_hwcb, weight, bias, kernel_size, stride, dilation).permute(3, 2, 0, 1)
-        elif kernel == "triton":
-            out = triton_kernels().lc_forward(x_hwcb, weight, bias, stride, dilation, groups).permute(3, 2, 0, 1)
+        kernel_size = (weight.shape[3], weight.shape[4])
+        x_hwcb = to_hwcb(x, pads)
+        if kernel == "triton":
+            out = triton_kernels().lc_forward(x_hwcb, weight, bias, stride, dilation, groups)
         else:
-            out = _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
+            out = _forward_gather(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
         ctx.save_for_backward(x_hwcb, weight)
         ctx.has_bias = bias is not None
-        ctx.conf = (kernel_size, stride, dilation, groups)
-        ctx.kernel = kernel
-        return out.contiguous(memory_format=_output_memory_format(x))
+        ctx.conf = (pads, stride, dilation, groups, kernel)
+        ctx.channels_last = _is_channels_last(x)
+        return from_hwcb(out, ctx.channels_last)
 
     @staticmethod
     def backward(ctx, grad_out):
         x_hwcb, weight = ctx.saved_tensors
-        kernel_size, stride, dilation, groups = ctx.conf
+        pads, stride, dilation, groups, kernel = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        ho, wo, c_out = weight.shape[:3]
-        # (B, C_out, ho, wo) -> (ho * wo * groups, C_out / groups, B)
-        g = grad_out.permute(2, 3, 1, 0).contiguous().view(ho * wo * groups, c_out // groups, -1)
-        grad_x = grad_w = grad_b = None
+        ho, wo, c_out, kh, kw = weight.shape[:5]
+        g = to_hwcb(grad_out).view(ho * wo * groups, c_out // groups, -1)
+        grad_x_hwcb = grad_w = grad_b = None
         if need_b and ctx.has_bias:
             grad_b = g.sum(-1).view(ho, wo, c_out).permute(2, 0, 1).contiguous()
-        if (need_w or need_x) and ctx.kernel == "rows":
-            grad_x_hwcb, grad_w = _backward_rows(x_hwcb, weight, g.view(ho, wo, c_out, -1), need_x, need_w,
-                                                 kernel_size, stride, dilation)
-            grad_x = None if grad_x_hwcb is None else grad_x_hwcb.permute(3, 2, 0, 1)
-        elif (need_w or need_x) and ctx.kernel == "triton":
+        if (need_w or need_x) and kernel == "triton":
             kernels, g = triton_kernels(), g.view(ho * wo, c_out, -1)
             if need_w:
                 grad_w = kernels.lc_weight_grad(g, x_hwcb, weight, stride, dilation, groups)
             if need_x:
-                grad_x = kernels.lc_input_grad(g, weight, x_hwcb.shape, stride, dilation, groups).permute(3, 2, 0, 1)
+                grad_x_hwcb = kernels.lc_input_grad(g, weight, x_hwcb.shape, stride, dilation, groups)
         elif need_w or need_x:
-            cols = None
-            if need_w:
-                cols = gather_patches(x_hwcb, kernel_size, stride, dilation, (ho, wo), groups)
-                grad_w = torch.bmm(g, cols.transpose(1, 2)).view(weight.shape)
-            if need_x:
-                w_t = weight_matrices(weight, groups).transpose(1, 2)
-                # reuse the patch buffer, unless it is a view of the saved input (1x1, stride 1)
-                reusable = cols is not None and cols.data_ptr() != x_hwcb.data_ptr()
-                grad_cols = torch.bmm(w_t, g, out=cols) if reusable else torch.bmm(w_t, g)
-                grad_x_hwcb = scatter_patches_(torch.zeros_like(x_hwcb), grad_cols, kernel_size, stride,
-                                               dilation, (ho, wo), groups)
-                grad_x = grad_x_hwcb.permute(3, 2, 0, 1)
+            grad_x_hwcb, grad_w = _backward_gather(x_hwcb, weight, g, need_x, need_w, (kh, kw), stride, dilation,
+                                                   groups)
+        grad_x = None
+        if grad_x_hwcb is not None:
+            left, right, top, bottom = pads
+            hp, wp = grad_x_hwcb.shape[:2]
+            grad_x = from_hwcb(grad_x_hwcb[top:hp - bottom, left:wp - right], ctx.channels_last)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
@@ -305,7 +314,8 @@ def locally_connected2d_plain(
         dilation: Tuple[int, int],
         groups: int,
 ) -> Tensor:
-    """Same op in plain autograd-tracked ops: the TorchScript path (keeps the patches for backward)."""
+    """The op on an already padded input in plain autograd-tracked ops: the TorchScript path
+    (keeps the patches for backward)."""
     x_hwcb = x.permute(2, 3, 1, 0).contiguous()
     return _lc_matmul(x_hwcb, weight, bias, kernel_size, stride, dilation, groups).contiguous()
 
@@ -353,13 +363,11 @@ def locally_connected2d(
                          f"padding {pads}, dilation {dilation} and groups {groups} needs a weight of shape "
                          f"({expected[0]}, {expected[1]}, C_out, {kernel_size[0]}, {kernel_size[1]}, "
                          f"{x.shape[1] // groups}), got {tuple(weight.shape)}")
-    if pads != (0, 0, 0, 0):
-        x = F.pad(x, pads)
     device_type = x.device.type
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         dtype = torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
         with torch.autocast(device_type, enabled=False):
-            return LocallyConnected2dFunction.apply(x, weight, bias, kernel_size, stride, dilation, groups)
-    return LocallyConnected2dFunction.apply(x, weight, bias, kernel_size, stride, dilation, groups)
+            return LocallyConnected2dFunction.apply(x, weight, bias, pads, stride, dilation, groups)
+    return LocallyConnected2dFunction.apply(x, weight, bias, pads, stride, dilation, groups)
