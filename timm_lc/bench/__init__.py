@@ -2,14 +2,16 @@
 
 Sections (each a module here with ``run(quick, device) -> list[dict]`` and ``COLUMNS``):
 ``layer`` (LocallyConnected2d vs GEMM floor, reference formulation and Conv2d), ``sharing``
-(sleep-phase cost vs its GEMM floor and as a fraction of training time) and ``training``
-(images/s of LC with and without sleep, and of the conv net).
+(sleep-phase cost vs its GEMM floor and as a fraction of training time), ``training``
+(images/s of LC with and without sleep, and of the conv net, in fp32 and bf16), ``busy`` (the
+slowdown when another process keeps a core busy) and ``ddp_sleep`` (the sleep's wall time in
+1 and 2 processes).
 """
 from typing import List, Sequence
 
 import torch
 
-SECTIONS = ("layer", "sharing", "training")
+SECTIONS = ("layer", "sharing", "training", "busy", "ddp_sleep")
 
 
 def sync(device) -> None:

@@ -1,7 +1,8 @@
 """Benchmark section: LocallyConnected2d forward+backward against its oracles, side by side.
 
-For each layer shape it measures, in one process and interleaved, the time of one training
-step (forward + backward) of
+For each layer shape (the 3x3 layers of the paper's nets, stride-2 downsampling layers included)
+and precision (fp32; bf16 autocast, where the floor is the same matmuls in bf16) it measures, in
+one process and interleaved, the time of one training step (forward + backward) of
 * ``ours``: :class:`~timm_lc.layers.LocallyConnected2d`,
 * ``floor``: the three contiguous batched matmuls any LC forward+backward needs
   (out = cols @ W, dW = cols^T @ dout, dcols = dout @ W^T), with nothing else,
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -33,23 +34,38 @@ class LayerShape:
     size: int
     kernel: int = 3
     stride: int = 1
+    out_channels: int = 0  # 0: same as channels
 
     @property
     def padding(self) -> int:
         return self.kernel // 2
 
+    @property
+    def outputs(self) -> int:
+        return self.out_channels or self.channels
 
-# 3x3 layers of the paper's nets: CIFAR ResNet-20 (batch 128), half-width ImageNet ResNet-18 (batch 64)
+    @property
+    def output_size(self) -> int:
+        return (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+# 3x3 layers of the paper's nets: CIFAR ResNet-20 (batch 128), half-width ImageNet ResNet-18 (batch 64),
+# each stage's first (stride-2, channel-doubling) layer included
 SHAPES = [
     LayerShape("resnet20.stage1", 128, 16, 32),
     LayerShape("resnet20.stage2", 128, 32, 16),
     LayerShape("resnet20.stage3", 128, 64, 8),
+    LayerShape("resnet20.stage2.down", 128, 16, 32, stride=2, out_channels=32),
+    LayerShape("resnet20.stage3.down", 128, 32, 16, stride=2, out_channels=64),
     LayerShape("resnet18_half.layer1", 64, 32, 56),
     LayerShape("resnet18_half.layer2", 64, 64, 28),
     LayerShape("resnet18_half.layer3", 64, 128, 14),
     LayerShape("resnet18_half.layer4", 64, 256, 7),
+    LayerShape("resnet18_half.layer2.down", 64, 32, 56, stride=2, out_channels=64),
+    LayerShape("resnet18_half.layer4.down", 64, 128, 14, stride=2, out_channels=256),
 ]
-QUICK_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[5]]
+QUICK_SHAPES = [SHAPES[0], SHAPES[3], SHAPES[7]]
+PRECISIONS = ("fp32", "bf16")
 
 
 class ReferenceLC(torch.nn.Module):
@@ -57,10 +73,10 @@ class ReferenceLC(torch.nn.Module):
 
     def __init__(self, shape: LayerShape, device=None, dtype=None):
         super().__init__()
-        out = (shape.size + 2 * shape.padding - shape.kernel) // shape.stride + 1
+        out = shape.output_size
         self.shape = shape
         self.weight = torch.nn.Parameter(torch.randn(
-            shape.channels, shape.channels, out, out, shape.kernel, shape.kernel, device=device, dtype=dtype) * 0.05)
+            shape.channels, shape.outputs, out, out, shape.kernel, shape.kernel, device=device, dtype=dtype) * 0.05)
 
     def forward(self, x):
         s = self.shape
@@ -69,18 +85,17 @@ class ReferenceLC(torch.nn.Module):
         return torch.einsum("bchwkl,cohwkl->bohw", patches, self.weight)
 
 
-def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> Callable[[], None]:
-    """A closure running one training step of ``impl`` on ``shape``."""
+def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype,
+          autocast: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """A closure running one training step of ``impl`` on ``shape`` (fp32 parameters under ``autocast``)."""
     x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, device=device, dtype=dtype,
                     requires_grad=True)
-    if impl == "floor":
-        lc = LocallyConnected2d(shape.channels, shape.channels, shape.kernel, shape.size, shape.stride,
-                                shape.padding, bias=False, device="meta")
-        positions = lc.output_size[0] * lc.output_size[1]
-        fan_in = lc.fan_in
-        cols = torch.randn(positions, shape.batch, fan_in, device=device, dtype=dtype)
-        w = torch.randn(positions, fan_in, shape.channels, device=device, dtype=dtype)
-        g = torch.randn(positions, shape.batch, shape.channels, device=device, dtype=dtype)
+    if impl == "floor":  # the matmuls in the precision they run in: autocast's dtype when given
+        mm_dtype = autocast or dtype
+        positions, fan_in = shape.output_size ** 2, shape.channels * shape.kernel ** 2
+        cols = torch.randn(positions, shape.batch, fan_in, device=device, dtype=mm_dtype)
+        w = torch.randn(positions, fan_in, shape.outputs, device=device, dtype=mm_dtype)
+        g = torch.randn(positions, shape.batch, shape.outputs, device=device, dtype=mm_dtype)
 
         def step():
             torch.bmm(cols, w)
@@ -88,18 +103,21 @@ def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> Call
             torch.bmm(g, w.mT)
         return step
     if impl == "ours":
-        module = LocallyConnected2d(shape.channels, shape.channels, shape.kernel, shape.size, shape.stride,
+        module = LocallyConnected2d(shape.channels, shape.outputs, shape.kernel, shape.size, shape.stride,
                                     shape.padding, bias=False, device=device, dtype=dtype)
     elif impl == "reference":
         module = ReferenceLC(shape, device=device, dtype=dtype)
     elif impl == "conv":
-        module = torch.nn.Conv2d(shape.channels, shape.channels, shape.kernel, shape.stride, shape.padding,
+        module = torch.nn.Conv2d(shape.channels, shape.outputs, shape.kernel, shape.stride, shape.padding,
                                  bias=False, device=device, dtype=dtype)
     else:
         raise ValueError(f"unknown implementation {impl!r}; expected ours, floor, reference or conv")
 
     def step():
-        module(x).sum().backward()
+        with torch.autocast(torch.device(device).type, dtype=autocast or torch.bfloat16,
+                            enabled=autocast is not None):
+            out = module(x)
+        out.float().sum().backward()
     return step
 
 
@@ -157,28 +175,29 @@ def peak_memory_in_subprocess(impl: str, shape: LayerShape, device: str, dtype: 
 
 
 def run(quick: bool = False, device: str = "cpu") -> List[dict]:
-    """Measures every shape; returns one row of timings, ratios and memory per shape."""
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    """Measures every shape in fp32 and under bf16 autocast; one row of timings, ratios and memory each."""
     rows = []
-    for shape in (QUICK_SHAPES if quick else SHAPES):
-        impls = ["ours", "floor", "reference", "conv"]
-        times = time_steps({i: _make(i, shape, device, dtype) for i in impls}, 3 if quick else 5, device)
-        mem_ours = peak_memory_in_subprocess("ours", shape, device, dtype)
-        mem_ref = peak_memory_in_subprocess("reference", shape, device, dtype)
-        rows.append({
-            "layer": shape.name, "batch": shape.batch, "channels": shape.channels, "size": shape.size,
-            "device": device, "dtype": str(dtype).split(".")[-1],
-            **{f"{i}_ms": round(times[i] * 1e3, 2) for i in impls},
-            "ours_over_floor": round(times["ours"] / times["floor"], 2),
-            "reference_over_ours": round(times["reference"] / times["ours"], 2),
-            "ours_over_conv": round(times["ours"] / times["conv"], 2),
-            "ours_peak_mb": round(mem_ours / 2 ** 20, 1),
-            "reference_peak_mb": round(mem_ref / 2 ** 20, 1),
-            "memory_ours_over_reference": round(mem_ours / max(mem_ref, 1), 2),
-        })
+    for precision in PRECISIONS:
+        autocast = torch.bfloat16 if precision == "bf16" else None
+        for shape in (QUICK_SHAPES if quick else SHAPES):
+            impls = ["ours", "floor", "reference", "conv"]
+            times = time_steps({i: _make(i, shape, device, torch.float32, autocast) for i in impls},
+                               3 if quick else 5, device)
+            row = {"layer": shape.name, "precision": precision, "batch": shape.batch, "channels": shape.channels,
+                   "out_channels": shape.outputs, "size": shape.size, "stride": shape.stride, "device": device,
+                   **{f"{i}_ms": round(times[i] * 1e3, 2) for i in impls},
+                   "ours_over_floor": round(times["ours"] / times["floor"], 2),
+                   "reference_over_ours": round(times["reference"] / times["ours"], 2),
+                   "ours_over_conv": round(times["ours"] / times["conv"], 2)}
+            if autocast is None:  # memory: fp32, each in a fresh process
+                mem_ours = peak_memory_in_subprocess("ours", shape, device, torch.float32)
+                mem_ref = peak_memory_in_subprocess("reference", shape, device, torch.float32)
+                row.update(ours_peak_mb=round(mem_ours / 2 ** 20, 1), reference_peak_mb=round(mem_ref / 2 ** 20, 1),
+                           memory_ours_over_reference=round(mem_ours / max(mem_ref, 1), 2))
+            rows.append(row)
     return rows
 
 
-COLUMNS = ["layer", "batch", "channels", "size", "ours_ms", "floor_ms", "reference_ms", "conv_ms",
-           "ours_over_floor", "reference_over_ours", "ours_peak_mb", "reference_peak_mb",
+COLUMNS = ["layer", "precision", "batch", "channels", "out_channels", "size", "stride", "ours_ms", "floor_ms",
+           "reference_ms", "conv_ms", "ours_over_floor", "reference_over_ours", "ours_peak_mb", "reference_peak_mb",
            "memory_ours_over_reference"]

@@ -1,5 +1,5 @@
 """Bench section ``training``: images/s of the CIFAR LC ResNet-20 with and without sleep, and of the
-conv ResNet-20, measured side by side in one process.
+conv ResNet-20, in fp32 and under bf16 autocast (fp32 master weights), side by side in one process.
 
 The train step (forward, backward, AdamW) is timed per variant; one sleep phase with the paper's
 settings (Hebbian, 100 iterations of 128 noise samples) is timed on the LC net, and the
@@ -19,13 +19,14 @@ from timm_lc.bench import sync
 
 __all__ = ["COLUMNS", "run"]
 
-COLUMNS = ("model", "variant", "batch", "step_ms", "sleep_ms", "images_per_s", "vs_conv")
+COLUMNS = ("model", "precision", "variant", "batch", "step_ms", "sleep_ms", "images_per_s", "vs_conv")
+PRECISIONS = ("fp32", "bf16")
 MODEL = "lc_resnet20"
 SLEEP_EVERY = (1, 10, 100)
 
 
-def _time_steps(model, batch: int, steps: int, device: str, img_size: int) -> float:
-    """Seconds per training step (after one warm-up step)."""
+def _time_steps(model, batch: int, steps: int, device: str, img_size: int, precision: str = "fp32") -> float:
+    """Seconds per training step (after one warm-up step), under bf16 autocast for ``precision="bf16"``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, img_size, img_size, generator=gen).to(device)
@@ -33,8 +34,7 @@ def _time_steps(model, batch: int, steps: int, device: str, img_size: int) -> fl
     model.train()
 
     def step():
-        with torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16,
-                            enabled=device == "cuda"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
@@ -70,22 +70,25 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
     img_size = 32
     batch = (8 if on_cpu else 256) if quick else (64 if on_cpu else 512)
     steps, sleeps = (1, 1) if quick else (10, 3)
-    torch.manual_seed(0)
-    conv = timm.create_model(MODEL, locally_connected=False, img_size=img_size).to(device)
-    conv_step = _time_steps(conv, batch, steps, device, img_size)
-    del conv
-    lc = timm.create_model(MODEL, img_size=img_size).to(device)
-    lc_step = _time_steps(lc, batch, steps, device, img_size)
-    sleep_s = _time_sleep(lc, sleeps, device)
-    conv_ips = batch / conv_step
-    def row(variant: str, step_s: float, every: int = 0) -> dict:
-        ips = every * batch / (every * step_s + sleep_s) if every else batch / step_s
-        return {"model": MODEL, "variant": variant, "batch": batch, "step_ms": round(1e3 * step_s, 2),
-                "sleep_ms": round(1e3 * sleep_s, 1) if every else "", "images_per_s": round(ips, 1),
-                "vs_conv": round(ips / conv_ips, 4)}
+    rows = []
+    for precision in PRECISIONS:
+        torch.manual_seed(0)
+        conv = timm.create_model(MODEL, locally_connected=False, img_size=img_size).to(device)
+        conv_step = _time_steps(conv, batch, steps, device, img_size, precision)
+        del conv
+        lc = timm.create_model(MODEL, img_size=img_size).to(device)
+        lc_step = _time_steps(lc, batch, steps, device, img_size, precision)
+        sleep_s = _time_sleep(lc, sleeps, device)  # always fp32
+        del lc
 
-    rows = [row("conv", conv_step), row("lc", lc_step)]
-    rows += [row(f"lc + hebbian sleep every {n}", lc_step, n) for n in SLEEP_EVERY]
+        def row(variant: str, step_s: float, every: int = 0) -> dict:
+            ips = every * batch / (every * step_s + sleep_s) if every else batch / step_s
+            return {"model": MODEL, "precision": precision, "variant": variant, "batch": batch,
+                    "step_ms": round(1e3 * step_s, 2), "sleep_ms": round(1e3 * sleep_s, 1) if every else "",
+                    "images_per_s": round(ips, 1), "vs_conv": round(ips / (batch / conv_step), 4)}
+
+        rows += [row("conv", conv_step), row("lc", lc_step)]
+        rows += [row(f"lc + hebbian sleep every {n}", lc_step, n) for n in SLEEP_EVERY]
     return rows
 
 

@@ -1,0 +1,72 @@
+"""Bench section ``busy``: the slowdown when another process keeps one core busy.
+
+Each workload is timed idle and then while a second process runs a busy loop (as a data-loader
+worker or any other job would), side by side in one run: one LC layer training step (the
+CIFAR ResNet-20's first stage), one training step of ``lc_resnet20`` and of its conv twin, and
+one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores costs
+about 2x; more than that means the work waits on a descheduled thread.
+"""
+import subprocess
+import sys
+import time
+from typing import Callable, List
+
+import torch
+
+from timm_lc.bench import sync
+from timm_lc.bench.layer import SHAPES, _make
+from timm_lc.bench.training import MODEL, _time_sleep, _time_steps
+
+__all__ = ["COLUMNS", "run"]
+
+COLUMNS = ("workload", "threads", "idle_ms", "busy_ms", "slowdown")
+
+
+def _busy_loop() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _best(fn: Callable[[], float], repeats: int) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def _timed(step: Callable[[], None], device: str) -> Callable[[], float]:
+    def once() -> float:
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        return time.perf_counter() - start
+    return once
+
+
+def run(quick: bool = True, device: str = "cpu") -> List[dict]:
+    import timm
+    import timm_lc.models  # noqa: F401
+
+    batch = 16 if quick else 64
+    repeats = 2 if quick else 3
+    torch.manual_seed(0)
+    lc = timm.create_model(MODEL, img_size=32).to(device)
+    conv = timm.create_model(MODEL, locally_connected=False, img_size=32).to(device)
+    layer_step = _make("ours", SHAPES[0], device, torch.float32)
+    layer_step()  # warm-up
+    workloads = {
+        f"layer {SHAPES[0].name} (batch {SHAPES[0].batch})": _timed(layer_step, device),
+        f"{MODEL} train step (batch {batch})": lambda: _time_steps(lc, batch, 1, device, 32),
+        f"{MODEL} conv train step (batch {batch})": lambda: _time_steps(conv, batch, 1, device, 32),
+        f"{MODEL} hebbian sleep (100 x 128)": lambda: _time_sleep(lc, 1, device),
+    }
+    rows = []
+    for name, measure in workloads.items():
+        idle = _best(measure, repeats)
+        hog = _busy_loop()
+        try:
+            time.sleep(0.2)
+            busy = _best(measure, repeats)
+        finally:
+            hog.kill()
+            hog.wait()
+        rows.append({"workload": name, "threads": torch.get_num_threads(), "idle_ms": round(idle * 1e3, 1),
+                     "busy_ms": round(busy * 1e3, 1), "slowdown": round(busy / idle, 2)})
+    return rows
