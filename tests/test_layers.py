@@ -28,9 +28,14 @@ def make_pair(case, dtype=torch.float64, seed=0):
     return conv, LocallyConnected2d.from_conv(conv, size)
 
 
+def pad_input(lc, x):
+    """The padded input an LC layer's filters see (its pads in its padding mode)."""
+    return F.pad(x, lc.pads, mode="constant" if lc.padding_mode == "zeros" else lc.padding_mode)
+
+
 def naive_lc(x, lc):
     """Independent oracle: an explicit loop over output positions, each with its own filter."""
-    x = F.pad(x, lc.pads, mode="constant" if lc.padding_mode == "zeros" else lc.padding_mode)
+    x = pad_input(lc, x)
     kh, kw = lc.kernel_size
     (sh, sw), (dh, dw) = lc.stride, lc.dilation
     cg, og = lc.in_channels // lc.groups, lc.out_channels // lc.groups

@@ -12,6 +12,7 @@ from timm_lc.sharing import (
     SleepDivergenceWarning, contraction_factor, find_pools, max_stable_fan_in, optimal_step, share_weights_,
     sharing_snr)
 
+from test_layers import pad_input
 from test_sharing_pools import oracle_pools, tiled_noise
 
 
@@ -42,7 +43,8 @@ def oracle_sleep(layer, iterations, batch_size, gamma, lr, seed):
         probe.weight.data.copy_(w)
         with torch.no_grad():
             z = probe(image.double()).flatten(2)  # (B, C_out, L)
-        x = F.unfold(layer._pad(image.double()), layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
+        x = F.unfold(pad_input(layer, image.double()), layer.kernel_size, dilation=layer.dilation,
+                     stride=layer.stride)
         x = x.view(batch_size, layer.groups, cg, kh, kw, ho * wo).permute(0, 5, 1, 3, 4, 2)  # (B, L, g, u, v, c)
         x = x.reshape(batch_size, ho * wo, layer.groups, -1)
         zc = z.clone()

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from timm_lc.layers import LocallyConnected2d, filters_to_kernel
+from test_layers import pad_input
 from timm_lc.sharing import find_pools, pool_ids, share_weights_, sharing_snr
 
 
@@ -21,8 +22,8 @@ def oracle_pools(layer):
     image, _ = tiled_noise(1, layer.in_channels, layer.kernel_size, layer.input_size,
                            torch.Generator().manual_seed(123))
     kw = dict(kernel_size=layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
-    patches = F.unfold(layer._pad(image.double()), **kw)[0].t()  # (L, C*kh*kw)
-    inside = F.unfold(layer._pad(torch.ones(1, 1, *layer.input_size, dtype=torch.double)), **kw)[0].all(0)
+    patches = F.unfold(pad_input(layer, image.double()), **kw)[0].t()  # (L, C*kh*kw)
+    inside = F.unfold(pad_input(layer, torch.ones(1, 1, *layer.input_size, dtype=torch.double)), **kw)[0].all(0)
     ids = torch.full((patches.shape[0],), -1)
     next_id = 0
     for i in range(patches.shape[0]):
