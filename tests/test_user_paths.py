@@ -248,6 +248,31 @@ def test_train_help_lists_each_option_once_with_a_description(capsys):
         assert option.split("(default:")[0].strip(), key
 
 
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["eval", "--help"], ["convert", "--help"],
+                                  ["push", "--help"], ["bench", "--help"], ["replicate", "--help"],
+                                  ["sleep-convergence", "--help"], ["train", "--no-such-flag"]])
+def test_console_script_help_and_usage_errors_do_not_import_torch(args):
+    """The console script's entry point answers --help and usage errors before torch / timm load."""
+    code = ("import sys, timm_lc_cli; sys.argv = ['timm-lc'] + sys.argv[1:]\n"
+            "try:\n    code = timm_lc_cli.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('heavy:', sorted(m for m in ('torch', 'timm', 'accelerate') if m in sys.modules))\n"
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == (2 if "--no-such-flag" in args else 0), result.stderr
+    assert "heavy: []" in result.stdout
+    assert ("usage: timm-lc" in result.stdout + result.stderr)
+
+
+def test_console_script_loads_the_api_before_a_command_runs(tmp_path):
+    code = ("import sys, timm_lc_cli; sys.argv = ['timm-lc', 'train', '--print-config']\n"
+            "timm_lc_cli.main()\nimport timm, timm_lc\n"
+            "print('registered:', 'lc_resnet_tiny_hebb' in timm.list_models('lc_resnet*'), timm_lc.SleepPhase.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "registered: True SleepPhase" in result.stdout
+    assert "_TIMM_LC_DEFER_API" not in os.environ
+
+
 def test_console_script_version_and_bare_usage(capsys):
     from importlib.metadata import version
     assert cli_main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"timm-lc {version('timm-lc')}"

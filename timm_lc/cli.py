@@ -1,8 +1,14 @@
-"""The ``timm-lc`` console script: dispatches to ``timm_lc.commands.<name>`` (imported only when run)."""
+"""The ``timm-lc`` commands: dispatches to ``timm_lc.commands.<name>`` (imported only when run).
+
+A command's arguments are parsed before the library loads (``timm_lc._load_api``), so
+``--help`` and usage errors answer at once when the console script deferred it (``timm_lc_cli``).
+"""
 import importlib
 import sys
 from importlib.metadata import version
 from typing import List, Optional
+
+import timm_lc
 
 # sub-command -> (module with ``build_parser()`` and ``main(argv) -> int``, one-line help)
 COMMANDS = {
@@ -42,6 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])
+        module.build_parser().parse_args(rest)  # --help and usage errors exit here, before the library loads
+        timm_lc._load_api()
         return int(module.main(rest) or 0)
     except KeyboardInterrupt:  # commands with state to report (train) catch it themselves
         print(f"timm-lc {name}: interrupted", file=sys.stderr)

@@ -9,13 +9,12 @@ slowdown when another process keeps a core busy) and ``ddp_sleep`` (the sleep's 
 """
 from typing import List, Sequence
 
-import torch
-
 SECTIONS = ("layer", "sharing", "training", "busy", "ddp_sleep")
 
 
 def sync(device) -> None:
     """Waits for queued CUDA work so wall-clock timings are honest (a no-op on the CPU)."""
+    import torch  # here, not at the top: ``timm-lc bench --help`` reads SECTIONS without torch
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -7,10 +7,7 @@ import importlib
 import json
 from typing import List, Optional
 
-import torch
-
-from .._io import write_text_atomic
-from ..bench import SECTIONS, format_table
+from ..bench import SECTIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -19,15 +16,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="timm-lc bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about a minute each)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        choices=["cpu", "cuda"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     parser.add_argument("--json", metavar="PATH", help="also write all rows to this JSON file")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    import torch
+
+    from .._io import write_text_atomic
+    from ..bench import format_table
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
     results = {}

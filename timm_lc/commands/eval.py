@@ -9,8 +9,6 @@ import json
 import sys
 from typing import Any, Dict, List, Optional
 
-import torch
-
 __all__ = ["build_parser", "main"]
 
 
@@ -27,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--test-shift", type=int, help="demo: max translation of the test digits (default: the run's)")
     p.add_argument("--pretrained", action="store_true", help="timm model name: load its pretrained weights")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     return p
 
@@ -38,7 +36,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..train.data import DatasetUnavailableError, build_data, build_eval_loader
     from ..train.evaluate import check_input_fits, evaluate_accuracy, load_model_for_eval
 
+    import torch
+
     args = build_parser().parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, run_config = load_model_for_eval(args.model, pretrained=args.pretrained)
         recipe = {k: v for k, v in (run_config.get("recipe") or {}).items() if k in valid_keys()}
@@ -59,7 +60,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = config_from_dict(values, source="timm-lc eval")
         data = build_data(cfg, with_train=False)
         check_input_fits(model, args.model, data)
-        result = evaluate_accuracy(model.to(args.device), build_eval_loader(data, cfg))
+        result = evaluate_accuracy(model.to(device), build_eval_loader(data, cfg))
     except (ValueError, FileNotFoundError, DatasetUnavailableError, HubError) as e:
         print(f"timm-lc eval: error: {e}", file=sys.stderr)
         return 2

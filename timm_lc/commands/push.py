@@ -4,7 +4,6 @@ import json
 import sys
 from typing import List, Optional
 
-from ..hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, metavar="T",
                         help="Hub token (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--commit-message", default="Upload timm-lc checkpoint")
-    parser.add_argument("--license", default=DEFAULT_LICENSE,
-                        help=f"license of the weights (default {DEFAULT_LICENSE})")
+    parser.add_argument("--license", help="license of the weights (default: apache-2.0, timm_lc.hub.DEFAULT_LICENSE)")
     parser.add_argument("--model-name", default=None, metavar="ARCH.TAG",
                         help="pretrained tag this checkpoint is registered as in timm_lc.models (for the manifest)")
     parser.add_argument("--manifest", default=None, metavar="PATH",
@@ -31,11 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ..hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
+
     args = build_parser().parse_args(argv)
     try:
         result = push_to_hub(
             args.run_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token,
-            commit_message=args.commit_message, license=args.license, model_name=args.model_name,
+            commit_message=args.commit_message, license=args.license or DEFAULT_LICENSE, model_name=args.model_name,
             max_retries=args.max_retries,
         )
         if args.manifest:

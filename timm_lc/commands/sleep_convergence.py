@@ -4,8 +4,6 @@ import argparse
 import os
 from typing import List, Optional
 
-from ..figures import plot_sleep_convergence
-from ..sharing.convergence import REFERENCE_STEP, measure
 
 __all__ = ["build_parser", "main"]
 
@@ -29,6 +27,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1 or min(args.in_channels) < 1:
         parser.error("--iterations, --batch-size and --in-channels must be positive")
+    from ..figures import plot_sleep_convergence
+    from ..sharing.convergence import REFERENCE_STEP, measure
+
     results = {key: [measure(c, args.iterations, args.batch_size, args.gamma, args.seed, lr)
                      for c in args.in_channels]
                for key, lr in (("normalised", None), ("reference", REFERENCE_STEP))}

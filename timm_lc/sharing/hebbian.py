@@ -27,10 +27,10 @@ from timm_lc.layers import LocallyConnected2d
 from .blocks import PoolBlock, gather_blocks, scatter_blocks_
 from .pools import LayerPools
 from .schedule import step_sizes
+from .settings import SOLVERS
 
 # the deviation may exceed its start by this factor before it counts as growing
 GROWTH_TOLERANCE = 1e-3
-SOLVERS = ("auto", "iterate", "compose")
 
 
 class SleepDivergenceWarning(RuntimeWarning):

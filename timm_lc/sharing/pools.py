@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
+from .settings import POOL_MODES
 
-POOL_MODES = ("paper", "residue", "full")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ so the iterate converges to D* itself instead of fluctuating around it.
 """
 import math
 from typing import List, Optional
+from .settings import SCHEDULES
 
-SCHEDULES = ("auto", "constant")
 
 
 def optimal_step(fan_in: int, batch_size: int, gamma: float = 0.0, multiplicity: int = 1) -> float:

@@ -9,14 +9,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-from .hebbian import SOLVERS
-from .pools import POOL_MODES
-from .rate import RateRule
-from .schedule import SCHEDULES
+__all__ = ["SleepConfig", "PAPER_SLEEP", "MODES", "POOL_MODES", "SOLVERS", "SCHEDULES", "NOISE_OPTIONS",
+           "RATE_OPTIONS"]
 
-__all__ = ["SleepConfig", "PAPER_SLEEP", "MODES", "NOISE_OPTIONS", "RATE_OPTIONS"]
-
+# the choices, here so that the settings (and the CLI built on them) import without torch
 MODES = ("instant", "hebbian", "rate")
+POOL_MODES = ("paper", "residue", "full")  # see pools.find_pools
+SOLVERS = ("auto", "iterate", "compose")  # see hebbian.choose_solver
+SCHEDULES = ("auto", "constant")  # see schedule.step_sizes
 NOISE_OPTIONS = ("schedule", "check_every", "trace", "solver")  # Hebbian and rate modes
 RATE_OPTIONS = ("alpha", "tau", "b", "dt", "steps", "tol")  # rate mode only (``RateRule``)
 
@@ -77,6 +77,7 @@ class SleepConfig:
         if not _is_int(options.get("check_every", 10), 1):
             raise ValueError(f"check_every must be an int >= 1, got {options['check_every']!r}")
         if self.mode == "rate":
+            from .rate import RateRule  # the rule validates its own options (imports torch)
             RateRule(**self.rate_options)
         object.__setattr__(self, "gamma", float(self.gamma))
         object.__setattr__(self, "options", options)

@@ -14,8 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_args
 
 import yaml
 from .._io import write_text_atomic
-from ..sharing.pools import POOL_MODES
-from ..sharing.settings import MODES as SHARING_MODES, SleepConfig
+from ..sharing.settings import MODES as SHARING_MODES, POOL_MODES, SleepConfig
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys", "read_yaml",
            "resolve_config", "cpu_has_amx_bf16", "trackers_for"]
