@@ -297,6 +297,7 @@ class LocallyConnected2dFunction(torch.autograd.Function):
         elif need_w or need_x:
             grad_x_hwcb, grad_w = _backward_gather(x_hwcb, weight, g, need_x, need_w, (kh, kw), stride, dilation,
                                                    groups)
+        del g  # before the input gradient's layout copy: one activation-sized buffer less at the peak
         grad_x = None
         if grad_x_hwcb is not None:
             left, right, top, bottom = pads
