@@ -40,7 +40,8 @@ from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
 from .layers.kernels import triton_kernels
 from .layers.lc_function import select_kernel
 
-__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "Plan", "build_parser", "main", "train_throughput"]
+__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "run_tests", "run_layer_bench",
+           "run_sleep", "run_train", "section_ok", "train_throughput"]
 
 # H200 SXM dense BF16 tensor-core peak: NVIDIA's data sheet gives 1,979 TFLOP/s with 2:4 sparsity,
 # half of it dense (the H100 SXM's figure: the same GH100 compute); the H200 NVL is lower (about
