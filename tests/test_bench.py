@@ -33,3 +33,8 @@ def test_peak_memory_sees_the_reference_unfold():
 def test_format_table():
     table = format_table([{"a": 1, "b": 2.5}, {"a": 3}], ["a", "b", "missing"])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| 3 |  |"]
+
+
+def test_ddp_sleep_section_times_a_real_two_process_sleep():
+    from timm_lc.bench.ddp_sleep import _measure
+    assert 0 < _measure(2, 1, iterations=1) < 300
