@@ -263,6 +263,20 @@ def test_console_script_help_and_usage_errors_do_not_import_torch(args):
     assert ("usage: timm-lc" in result.stdout + result.stderr)
 
 
+@pytest.mark.parametrize("preset", [None, "7"])
+def test_console_script_sets_the_openmp_spin_count_before_torch_loads(preset):
+    """GOMP_SPINCOUNT is read once, when torch loads libgomp: the entry point sets it first, keeping a user's value."""
+    code = ("import os, sys, timm_lc_cli; sys.argv = ['timm-lc', 'train', '--print-config']\n"
+            "torch_first = 'torch' in sys.modules\ntimm_lc_cli.main()\n"
+            "print('spin:', os.environ.get('GOMP_SPINCOUNT'), torch_first, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"spin: {preset or '1000'} False True" in result.stdout
+
+
 def test_console_script_loads_the_api_before_a_command_runs(tmp_path):
     code = ("import sys, timm_lc_cli; sys.argv = ['timm-lc', 'train', '--print-config']\n"
             "timm_lc_cli.main()\nimport timm, timm_lc\n"

@@ -4,8 +4,11 @@ Each workload is timed idle and then while a second process runs a busy loop (as
 worker or any other job would), side by side in one run: one LC layer training step (the
 CIFAR ResNet-20's first stage), one training step of ``lc_resnet20`` and of its conv twin, and
 one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores costs
-about 2x; more than that means the work waits on a descheduled thread.
+about 2x; more than that means the work waits on a descheduled thread. ``spin`` is the
+OpenMP spin count in effect (``GOMP_SPINCOUNT``: 1000 under the ``timm-lc`` command, see
+``timm_lc_cli``; libgomp's default 300000 otherwise).
 """
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +22,7 @@ from timm_lc.bench.training import MODEL, _time_sleep, _time_steps
 
 __all__ = ["COLUMNS", "run"]
 
-COLUMNS = ("workload", "threads", "idle_ms", "busy_ms", "slowdown")
+COLUMNS = ("workload", "threads", "spin", "idle_ms", "busy_ms", "slowdown")
 
 
 def _busy_loop() -> subprocess.Popen:
@@ -67,6 +70,7 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
         finally:
             hog.kill()
             hog.wait()
-        rows.append({"workload": name, "threads": torch.get_num_threads(), "idle_ms": round(idle * 1e3, 1),
+        rows.append({"workload": name, "threads": torch.get_num_threads(),
+                     "spin": os.environ.get("GOMP_SPINCOUNT", "default"), "idle_ms": round(idle * 1e3, 1),
                      "busy_ms": round(busy * 1e3, 1), "slowdown": round(busy / idle, 2)})
     return rows

@@ -5,7 +5,9 @@ and precision (fp32; bf16 autocast, where the floor is the same matmuls in bf16)
 one process and interleaved, the time of one training step (forward + backward) of
 * ``ours``: :class:`~timm_lc.layers.LocallyConnected2d`,
 * ``floor``: the three contiguous batched matmuls any LC forward+backward needs
-  (out = cols @ W, dW = cols^T @ dout, dcols = dout @ W^T), with nothing else,
+  (out = cols @ W, dW = cols^T @ dout, dcols = dout @ W^T) into preallocated outputs, with
+  nothing else (fresh outputs would add the page faults of mapping up to k^2 activations' worth
+  of new memory on every step, which the CPU allocator returns to the system),
 * ``reference``: the reference code's formulation (zero-pad, unfold, einsum over a
   (C_in, C_out, H_out, W_out, k, k) weight, plain autograd),
 * ``conv``: ``nn.Conv2d`` of the same shape,
@@ -96,11 +98,12 @@ def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype,
         cols = torch.randn(positions, shape.batch, fan_in, device=device, dtype=mm_dtype)
         w = torch.randn(positions, fan_in, shape.outputs, device=device, dtype=mm_dtype)
         g = torch.randn(positions, shape.batch, shape.outputs, device=device, dtype=mm_dtype)
+        out, grad_w, grad_cols = torch.empty_like(g), torch.empty_like(w), torch.empty_like(cols)
 
         def step():
-            torch.bmm(cols, w)
-            torch.bmm(cols.mT, g)
-            torch.bmm(g, w.mT)
+            torch.bmm(cols, w, out=out)
+            torch.bmm(cols.mT, g, out=grad_w)
+            torch.bmm(g, w.mT, out=grad_cols)
         return step
     if impl == "ours":
         module = LocallyConnected2d(shape.channels, shape.outputs, shape.kernel, shape.size, shape.stride,
