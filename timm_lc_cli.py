@@ -18,9 +18,9 @@ SPIN_ENV, SPIN_COUNT = "GOMP_SPINCOUNT", "1000"
 def main() -> int:
     # An idle OpenMP thread spins this many times, then sleeps. libgomp's default (300000) keeps
     # threads spinning through the gaps between parallel regions, so when another process holds a
-    # core each region waits for a descheduled thread: training ran 2.5-3.4x slower with one of 2
-    # cores busy, 1.5-2.0x with 1000 (libgomp's own value for more threads than cores), idle speed
-    # unchanged (`timm-lc bench --sections busy`).
+    # core each region waits for a descheduled thread: the LC layer, train step and sleep ran
+    # 2.2-3.4x slower with one of 2 cores busy, 1.5-2.0x with 1000 (libgomp's own value for more
+    # threads than cores), idle speed unchanged (`timm-lc bench --sections busy`).
     os.environ.setdefault(SPIN_ENV, SPIN_COUNT)
     os.environ[_DEFER_ENV] = "1"
     try:
