@@ -1,8 +1,9 @@
 """Bench section ``training``: images/s of the CIFAR LC ResNet-20 with and without sleep, and of the
 conv ResNet-20, in fp32 and under bf16 autocast (fp32 master weights), side by side in one process.
 
-The train step (forward, backward, AdamW) is timed per variant; one sleep phase with the paper's
-settings (Hebbian, 100 iterations of 128 noise samples) is timed on the LC net, and the
+The train step (forward, backward, and the fused AdamW step ``timm-lc train`` runs) is timed per
+variant; one sleep phase with the paper's settings (Hebbian, 100 iterations of 128 noise samples)
+is timed on the LC net, and the
 throughput with sleep every N steps is ``N * batch / (N * step + sleep)``: what a run pays on
 average. ``vs_conv`` is each variant's images/s over the conv net's. ``quick`` times small batches, one
 step and one sleep, to fit in well under a minute on a laptop CPU. The sleep is always timed at its
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from timm_lc.bench import sync
+from timm_lc.train.optimizer import create_optimizer
 
 __all__ = ["COLUMNS", "run"]
 
@@ -27,7 +29,7 @@ SLEEP_EVERY = (1, 10, 100)
 
 def _time_steps(model, batch: int, steps: int, device: str, img_size: int, precision: str = "fp32") -> float:
     """Seconds per training step (after one warm-up step), under bf16 autocast for ``precision="bf16"``."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = create_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4)  # as timm-lc train's recipes
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, img_size, img_size, generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)

@@ -142,9 +142,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     """Trains as configured; returns the final metrics (also stored in the run's config.json)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
     from tqdm.auto import tqdm
+
+    from .optimizer import create_optimizer
 
     cfg = resolve_config(cfg)
     out = resolve_output_dir(cfg)
@@ -167,8 +168,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     sleep = build_sleep(cfg, model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    momentum=cfg.momentum)
+    optimizer = create_optimizer(model, cfg.opt, cfg.lr, cfg.weight_decay, cfg.momentum)
     train_loader, sampler = build_train_loader(data, cfg)
     eval_loader = build_eval_loader(data, cfg)
     if cfg.compile:
