@@ -9,8 +9,8 @@
    100 x 128 samples every 10 optimiser steps, ``overhead = sleep / (10 * train_step)``. Both are
    summed over the model's LocallyConnected2d layers (shapes read from ``timm.create_model`` on
    the meta device, one measurement per distinct shape times its count): the train step is
-   forward + backward at two small batches, extrapolated linearly to the paper's batch, plus an
-   AdamW step on the layer's parameters; BatchNorm, activations and the head are not counted, so
+   forward + backward at two small batches, extrapolated linearly to the paper's batch, plus the
+   (fused) AdamW step ``timm-lc train`` runs on the layer's parameters; BatchNorm, activations and the head are not counted, so
    the overhead is slightly overstated. ``overhead_flops`` is the same ratio in multiply-adds
    (hardware independent; training = 3 x batch x LC weights per step), ``overhead_iterate_flops``
    what it would be if every layer updated its deviations each step (the reference's way, no
@@ -28,6 +28,7 @@ from timm_lc.sharing.blocks import gather_blocks, scatter_blocks_
 from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise, identity_states
 from timm_lc.sharing.pools import find_pools
 from timm_lc.sharing.schedule import optimal_step
+from timm_lc.train.optimizer import create_optimizer
 
 COLUMNS = ("kind", "model", "layer", "count", "fan_in", "pooled_rows", "solver", "iteration_ms", "gemm_floor_ms",
            "vs_floor", "per_sleep_ms", "sleep_s", "train_step_s", "batch", "overhead", "overhead_flops",
@@ -134,7 +135,7 @@ def sleep_iteration(layer: LocallyConnected2d, quick: bool) -> Dict[str, float]:
 
 
 def train_step(layer: LocallyConnected2d, batches: Tuple[int, int], paper_batch: int, quick: bool) -> float:
-    """Forward + backward (extrapolated linearly to ``paper_batch``) plus an AdamW step, in seconds."""
+    """Forward + backward (extrapolated linearly to ``paper_batch``) plus timm-lc train's AdamW step, in seconds."""
     device = layer.weight.device
     times = []
     for b in batches:
@@ -146,7 +147,7 @@ def train_step(layer: LocallyConnected2d, batches: Tuple[int, int], paper_batch:
         times.append(_time(step, device, 0.3 if quick else 2.0))
     slope = max((times[1] - times[0]) / (batches[1] - batches[0]), 0.0)
     forward_backward = times[0] + slope * (paper_batch - batches[0])
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    optimizer = create_optimizer(layer, "adamw", lr=1e-3, weight_decay=1e-4)
     optimizer_time = _time(optimizer.step, device, 0.3 if quick else 2.0)
     del optimizer
     return forward_backward + optimizer_time
