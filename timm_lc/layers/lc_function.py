@@ -104,12 +104,20 @@ def to_hwcb(x: Tensor, pads: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor
     return out
 
 
-def from_hwcb(y: Tensor, channels_last: bool) -> Tensor:
-    """The (B, C, H, W) tensor, contiguous or channels_last, of an (H, W, C, B) one: to_hwcb's inverse."""
-    h, w, c, b = y.shape
-    if channels_last:
-        return _transpose_2d(y.reshape(-1, b)).view(b, h, w, c).permute(0, 3, 1, 2)
-    return _transpose_2d(y.permute(2, 0, 1, 3).reshape(-1, b)).view(b, c, h, w)
+def hwcb_rows(y: Tensor, channels_last: bool) -> Tensor:
+    """The (rows, B) matrix whose transpose is the (B, C, H, W) form of an (H, W, C, B) tensor.
+
+    Pixel-major rows for a channels_last result (a view of a contiguous ``y``), channel-major rows
+    otherwise (a copy); rows_to_nchw finishes the conversion, so a caller can free ``y`` in between.
+    """
+    return (y if channels_last else y.permute(2, 0, 1, 3)).reshape(-1, y.shape[-1])
+
+
+def rows_to_nchw(rows: Tensor, size: Tuple[int, int, int], channels_last: bool) -> Tensor:
+    """The (B, C, H, W) tensor, channels_last or contiguous, of hwcb_rows' matrix; ``size`` is (H, W, C)."""
+    h, w, c = size
+    out = _transpose_2d(rows)
+    return out.view(-1, h, w, c).permute(0, 3, 1, 2) if channels_last else out.view(-1, c, h, w)
 
 
 def gather_patches(
@@ -276,7 +284,9 @@ class LocallyConnected2dFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.conf = (pads, stride, dilation, groups, kernel)
         ctx.channels_last = _is_channels_last(x)
-        return from_hwcb(out, ctx.channels_last)
+        rows = hwcb_rows(out, ctx.channels_last)
+        del out  # before the transpose allocates the result (when hwcb_rows copied)
+        return rows_to_nchw(rows, tuple(weight.shape[:3]), ctx.channels_last)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -302,7 +312,9 @@ class LocallyConnected2dFunction(torch.autograd.Function):
         if grad_x_hwcb is not None:
             left, right, top, bottom = pads
             hp, wp = grad_x_hwcb.shape[:2]
-            grad_x = from_hwcb(grad_x_hwcb[top:hp - bottom, left:wp - right], ctx.channels_last)
+            rows = hwcb_rows(grad_x_hwcb[top:hp - bottom, left:wp - right], ctx.channels_last)  # a copy
+            del grad_x_hwcb  # before the transpose allocates the result: one input-sized buffer less at the peak
+            grad_x = rows_to_nchw(rows, (hp - top - bottom, wp - left - right, x_hwcb.shape[2]), ctx.channels_last)
         return grad_x, grad_w, grad_b, None, None, None, None
 
 
