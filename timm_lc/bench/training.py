@@ -3,12 +3,11 @@ conv ResNet-20, in fp32 and under bf16 autocast (fp32 master weights), side by s
 
 The train step (forward, backward, and the fused AdamW step ``timm-lc train`` runs) is timed per
 variant; one sleep phase with the paper's settings (Hebbian, 100 iterations of 128 noise samples)
-is timed on the LC net, and the
-throughput with sleep every N steps is ``N * batch / (N * step + sleep)``: what a run pays on
-average. ``vs_conv`` is each variant's images/s over the conv net's. ``quick`` times small batches, one
-step and one sleep, to fit in well under a minute on a laptop CPU. The sleep is always timed at its
-full 100 iterations: its cost is not linear in them (the composed solver gathers the pools once and
-builds one operator per layer).
+is timed on the LC net, and the throughput with sleep every N steps is
+``N * batch / (N * step + sleep)``: what a run pays on average. ``vs_conv`` is each variant's
+images/s over the conv net's. ``quick`` times small batches, one step and one sleep, to fit in well
+under a minute on a laptop CPU. The sleep is always timed at its full 100 iterations: its cost is
+not linear in them (the composed solver gathers the pools once and builds one operator per layer).
 """
 import time
 from typing import List
