@@ -1,5 +1,7 @@
 import os
 
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # the timm-lc command's thread setting (timm_lc_cli), before torch loads
+from timm_lc_cli import SPIN_COUNT, SPIN_ENV
+
+os.environ.setdefault(SPIN_ENV, SPIN_COUNT)  # the timm-lc command's thread setting, before torch loads
 
 pytest_plugins = ["conftest_hub"]

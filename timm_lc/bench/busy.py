@@ -15,6 +15,7 @@ import time
 from typing import Callable, List
 
 import torch
+from timm_lc_cli import SPIN_ENV
 
 from timm_lc.bench import sync
 from timm_lc.bench.layer import SHAPES, _make
@@ -71,6 +72,6 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
             hog.kill()
             hog.wait()
         rows.append({"workload": name, "threads": torch.get_num_threads(),
-                     "spin": os.environ.get("GOMP_SPINCOUNT", "default"), "idle_ms": round(idle * 1e3, 1),
+                     "spin": os.environ.get(SPIN_ENV, "default"), "idle_ms": round(idle * 1e3, 1),
                      "busy_ms": round(busy * 1e3, 1), "slowdown": round(busy / idle, 2)})
     return rows
