@@ -1,8 +1,8 @@
 """timm-lc bench plumbing on tiny shapes (the measurements themselves are not asserted: noisy)."""
 import torch
 
-from timm_lc.bench import format_table
-from timm_lc.bench.layer import LayerShape, ReferenceLC, _make, peak_memory_in_subprocess, time_steps
+from timm_lc.studies.bench import format_table
+from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, _make, peak_memory_in_subprocess, time_steps
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -36,5 +36,5 @@ def test_format_table():
 
 
 def test_ddp_sleep_section_times_a_real_two_process_sleep():
-    from timm_lc.bench.ddp_sleep import _measure
+    from timm_lc.studies.bench.ddp_sleep import _measure
     assert 0 < _measure(2, 1, iterations=1) < 300

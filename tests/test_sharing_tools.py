@@ -15,7 +15,7 @@ def test_sleep_convergence_command_writes_a_png_and_tracks_theory(tmp_path, caps
 
 
 def test_bench_section_measures_a_layer_and_reads_model_shapes():
-    from timm_lc.bench import sharing
+    from timm_lc.studies.bench import sharing
     cost = sharing.sleep_iteration(LocallyConnected2d(4, 4, 3, (8, 8), padding=1), quick=True)
     assert cost["iteration"] > 0 and cost["floor"] > 0 and cost["solver"] in ("iterate", "compose")
     shapes = sharing.model_geometries("lc_resnet20")

@@ -1,13 +1,13 @@
 """``timm-lc bench``: performance as ratios measured side by side in one run (never timed tests).
 
-Sections (``timm_lc.bench``): ``layer``, ``sharing`` and ``training``.
+Sections (``timm_lc.studies.bench``): ``layer``, ``sharing`` and ``training``.
 """
 import argparse
 import importlib
 import json
 from typing import List, Optional
 
-from ..bench import SECTIONS
+from ..studies.bench import SECTIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     from .._io import write_text_atomic
-    from ..bench import format_table
+    from ..studies.bench import format_table
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = {}
     print(f"timm-lc bench on {args.device} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
     for name in args.sections:
-        module = importlib.import_module(f"timm_lc.bench.{name}")
+        module = importlib.import_module(f"timm_lc.studies.bench.{name}")
         rows = module.run(quick=args.quick, device=args.device)
         results[name] = rows
         print(f"\n## {name}\n\n{format_table(rows, module.COLUMNS)}", flush=True)

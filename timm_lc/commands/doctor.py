@@ -1,4 +1,4 @@
-"""``timm-lc doctor``: the prepared GPU check (its sections: ``timm_lc.doctor``), one JSON file."""
+"""``timm-lc doctor``: the prepared GPU check (its sections: ``timm_lc.studies.doctor``), one JSON file."""
 import argparse
 import json
 import sys
@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import torch
 
 from .._io import write_text_atomic
-from ..doctor import (
+from ..studies.doctor import (
     H200_BF16_DENSE_TFLOPS, PLANS, SECTIONS, environment, error_record, run_layer_bench, run_sleep, run_tests,
     run_train, section_ok)
 

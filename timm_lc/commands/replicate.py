@@ -1,5 +1,5 @@
 """``timm-lc replicate``: the paper's comparison at small scale, several seeds, on real data
-(the study itself: ``timm_lc.train.replicate``)."""
+(the study itself: ``timm_lc.studies.replicate``)."""
 import argparse
 import shlex
 import sys
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..train.replicate import (
+from ..studies.replicate import (
     STUDIES, VARIANTS, gap_closed, ordering_checks, publish_checkpoints, run_study, study_setup, summarise,
     write_results)
 

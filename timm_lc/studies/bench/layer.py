@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from timm_lc.bench import sync
+from timm_lc.studies.bench import sync
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -169,7 +169,7 @@ def measure_peak_memory(impl: str, shape: LayerShape, device: str, dtype: torch.
 
 
 def peak_memory_in_subprocess(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> int:
-    code = ("import json, sys, torch; from timm_lc.bench.layer import LayerShape, measure_peak_memory; "
+    code = ("import json, sys, torch; from timm_lc.studies.bench.layer import LayerShape, measure_peak_memory; "
             "a = json.loads(sys.argv[1]); "
             "print(measure_peak_memory(a['impl'], LayerShape(**a['shape']), a['device'], getattr(torch, a['dtype'])))")
     arg = json.dumps({"impl": impl, "shape": shape.__dict__, "device": device, "dtype": str(dtype).split(".")[-1]})

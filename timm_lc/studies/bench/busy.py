@@ -17,9 +17,9 @@ from typing import Callable, List
 import torch
 from timm_lc_cli import SPIN_ENV
 
-from timm_lc.bench import sync
-from timm_lc.bench.layer import SHAPES, _make
-from timm_lc.bench.training import MODEL, _time_sleep, _time_steps
+from timm_lc.studies.bench import sync
+from timm_lc.studies.bench.layer import SHAPES, _make
+from timm_lc.studies.bench.training import MODEL, _time_sleep, _time_steps
 
 __all__ = ["COLUMNS", "run"]
 

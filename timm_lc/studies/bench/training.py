@@ -15,7 +15,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from timm_lc.bench import sync
+from timm_lc.studies.bench import sync
 from timm_lc.train.optimizer import create_optimizer
 
 __all__ = ["COLUMNS", "run"]
@@ -94,5 +94,5 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
 
 
 if __name__ == "__main__":
-    from timm_lc.bench import format_table
+    from timm_lc.studies.bench import format_table
     print(format_table(run(quick=True), COLUMNS))

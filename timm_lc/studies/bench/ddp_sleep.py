@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def _measure(processes: int, threads: int, iterations: int) -> float:
-    code = f"from timm_lc.bench.ddp_sleep import _worker; _worker({iterations})"
+    code = f"from timm_lc.studies.bench.ddp_sleep import _worker; _worker({iterations})"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), ACCELERATE_USE_CPU="1")
     if processes == 1:
         cmd = [sys.executable, "-c", code]

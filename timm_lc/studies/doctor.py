@@ -36,9 +36,9 @@ import torch
 
 from .bench import sync
 from .bench.layer import LayerShape, _make
-from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
-from .layers.kernels import triton_kernels
-from .layers.lc_function import select_kernel
+from ..layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
+from ..layers.kernels import triton_kernels
+from ..layers.lc_function import select_kernel
 
 __all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "run_tests", "run_layer_bench",
            "run_sleep", "run_train", "section_ok", "train_throughput"]
@@ -235,7 +235,7 @@ _SLEEP_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "roll
 def run_sleep(plan: Plan, device: str) -> Dict[str, Any]:
     """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model."""
     import timm
-    from .sharing import share_weights_
+    from ..sharing import share_weights_
 
     with torch.device(device):
         model = timm.create_model(plan.sleep_model)
@@ -271,10 +271,10 @@ def train_throughput(model: str, precision: str, steps: int, batch_size: int, nu
     The rate is the training loop's: data loading (the demo's 1,437 images are a 5-batch epoch at
     batch 256, with the loader's workers started anew each epoch) and the model's sleeps included.
     """
-    from .run_dir import METRICS_NAME
-    from .train.config import config_from_dict
-    from .train.loop import train
-    from .train.metrics import read_metrics
+    from ..run_dir import METRICS_NAME
+    from ..train.config import config_from_dict
+    from ..train.loop import train
+    from ..train.metrics import read_metrics
 
     cfg = config_from_dict({
         "model": model, "dataset": "demo", "canvas_size": 32, "max_steps": steps, "epochs": 10 ** 6,
@@ -297,7 +297,7 @@ def train_throughput(model: str, precision: str, steps: int, batch_size: int, nu
 
 
 def _train_subprocess(kwargs: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
-    code = ("import json, sys; from timm_lc.doctor import train_throughput; "
+    code = ("import json, sys; from timm_lc.studies.doctor import train_throughput; "
             "print(json.dumps(train_throughput(**json.loads(sys.argv[1]))))")
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,

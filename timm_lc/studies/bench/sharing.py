@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from timm_lc.bench import sync
+from timm_lc.studies.bench import sync
 from timm_lc.layers import LocallyConnected2d
 from timm_lc.sharing.blocks import gather_blocks, scatter_blocks_
 from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise, identity_states

@@ -120,7 +120,7 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
 
 def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Path):
     """The TrainConfig of one (variant, seed) run."""
-    from .config import config_from_dict
+    from ..train.config import config_from_dict
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     spec = STUDIES[setup["_study"]]
@@ -141,7 +141,7 @@ def _init_worker(threads: int) -> None:
 
 
 def _train_one(cfg) -> Dict[str, Any]:
-    from .loop import train
+    from ..train.loop import train
     start = time.perf_counter()
     final = train(cfg)
     return {"test_acc": float(final["test_acc"]), "test_loss": final.get("test_loss"),

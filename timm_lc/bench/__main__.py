@@ -1,5 +1,0 @@
-import sys
-
-from ..commands.bench import main
-
-sys.exit(main())
