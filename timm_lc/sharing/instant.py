@@ -9,6 +9,7 @@ it exactly. ``full`` pools average all positions of a channel,
 turning the layer into a convolution with the mean kernel.
 """
 import torch
+from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
 
@@ -17,10 +18,20 @@ from .pools import LayerPools
 
 
 @torch.no_grad()
+def average_pools_(rows: Tensor, pools: LayerPools) -> None:
+    """Sets the rows of ``rows`` (output positions first) of every pool to the pool's mean, in place.
+
+    The mean is computed in float32 (float64 for float64 tensors) and cast back to ``rows.dtype``.
+    """
+    compute = torch.promote_types(rows.dtype, torch.float32)
+    for pos in pools.positions:
+        pos = pos.to(rows.device)
+        mean = rows.index_select(0, pos).to(compute).mean(0, keepdim=True)
+        rows.index_copy_(0, pos, mean.to(rows.dtype).expand(pos.numel(), *mean.shape[1:]))
+
+
+@torch.no_grad()
 def instant_share_(layer: LocallyConnected2d, pools: LayerPools) -> None:
-    """Sets every pooled filter of ``layer`` to its pool mean (computed in fp32), in place."""
+    """Sets every pooled filter of ``layer`` to its pool mean, in place."""
     with writable_filters(layer) as flat:
-        for pos in pools.positions:
-            pos = pos.to(flat.device)
-            mean = flat.index_select(0, pos).float().mean(0, keepdim=True)
-            flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape[1:]))
+        average_pools_(flat, pools)
