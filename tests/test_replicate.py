@@ -8,7 +8,8 @@ import pytest
 from timm_lc.train import fashion_mnist
 from timm_lc.commands.replicate import main
 from timm_lc.studies.replicate import (
-    SHARING_VARIANTS, VARIANTS, gap_closed, ordering_checks, study_setup, summarise, variant_config)
+    SHARING_VARIANTS, TUNE_LRS, VARIANTS, Setting, _edge_extension, gap_closed, ordering_checks, study_setup,
+    summarise, tuning_grid, variant_config)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,9 @@ def test_smoke_writes_json_table_and_plot(smoke):
                       "lc_instant_100": 0, "lc_hebb_10": 1}
     table = (root / "runs" / "results" / "replication.md").read_text()
     for variant in VARIANTS:
-        assert f"| `{variant}` | {results['summary'][variant]['mean']:.1f} ± 0.0 | 1 |" in table
+        assert f"| `{variant}` | AdamW 0.01 | {results['summary'][variant]['mean']:.1f} ± 0.0 | 1 |" in table
+    assert {(r["optimizer"], r["lr"], r["pool_optimizer_state"]) for r in runs} == {("adamw", 0.01, False)}
+    assert "selection" not in results and "choices" not in results
     png = (root / "runs" / "results" / "replication.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "runs" / "results").glob(".*tmp*"))
@@ -84,10 +87,11 @@ def test_variants_differ_only_in_their_own_keys(study, tmp_path):
     assert [configs[v]["sleep_every"] for v in SHARING_VARIANTS] == [1, 10, 100, 10]
     assert [configs[v]["sleep_mode"] for v in SHARING_VARIANTS] == ["instant"] * 3 + ["hebbian"]
     assert {configs[v]["sleep_pools"] for v in SHARING_VARIANTS} == {"residue"}
-    if study == "fashion-mnist":  # the reference's CIFAR protocol: translations only in the baseline
-        assert base["dataset"] == "fashion-mnist" and base["max_train_samples"] == 10000 and base["hflip"]
-        assert base["translate"] == 0 < configs["lc_translations"]["translate"]
-        assert base["model"] == "lc_resnet20" and base["model_kwargs"]["channels"] == [8, 16, 32]
+    assert base["model"] == "lc_resnet_tiny"
+    if study == "fashion-mnist":  # 14x14 photographs on a 24x24 canvas, within +-4 px in training and test
+        assert base["dataset"] == "fashion-mnist" and base["max_train_samples"] == 4000 and not base["hflip"]
+        assert (base["object_size"], base["canvas_size"], base["img_size"]) == (14, 24, 24)
+        assert base["test_shift"] == base["translate"] == 4
     else:  # i.i.d. test: test placements drawn like the training ones
         assert base["test_shift"] == base["translate"] == 2
 
@@ -98,10 +102,10 @@ def test_fashion_mnist_smoke_study(tmp_path):
             "--runs-dir", str(tmp_path)]
     assert main(argv) == 0
     results = json.loads((tmp_path / "results" / "fashion_mnist.json").read_text())
-    assert results["image_size"] == 32 and results["train_samples"] == 256
+    assert results["image_size"] == 24 and results["train_samples"] == 256
     assert [(r["variant"], r["steps"]) for r in results["runs"]] == [("lc", 10), ("lc_instant_10", 10)]
     config = json.loads((tmp_path / "lc_instant_10" / "seed0" / "config.json").read_text())
-    assert config["pretrained_cfg"]["input_size"] == [1, 32, 32]
+    assert config["pretrained_cfg"]["input_size"] == [1, 24, 24]
     assert (tmp_path / "results" / "fashion_mnist.md").is_file() and (tmp_path / "results" / "fashion_mnist.png").is_file()
 
 
@@ -129,3 +133,43 @@ def test_summary_and_ordering_against_hand_computed_values():
 def test_bad_options_are_reported(argv, message, capsys, tmp_path):
     assert main(argv + ["--runs-dir", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tuning_grid_and_its_extension_at_the_edges():
+    assert len(tuning_grid("lc")) == sum(len(v) for v in TUNE_LRS.values()) == 6
+    grid = tuning_grid("lc_instant_1")
+    assert len(grid) == 12 and {s.pool_optimizer_state for s in grid} == {False, True}
+    assert {s.optimizer for s in grid} == {"adamw", "momentum"}
+    tried = tuning_grid("lc_instant_1")
+    assert _edge_extension(Setting("adamw", 3e-2, True), tried) == Setting("adamw", pytest.approx(9e-2), True)
+    assert _edge_extension(Setting("momentum", 0.03, False), tried) == Setting("momentum", pytest.approx(0.01), False)
+    assert _edge_extension(Setting("adamw", 1e-2, True), tried) is None  # inside the range: done
+
+
+def test_selection_configs_hold_out_a_tenth_at_the_chosen_setting(tmp_path):
+    setup = study_setup("digits", epochs=4)
+    cfg = variant_config("lc_instant_1", 0, setup, tmp_path, setting=Setting("momentum", 0.3, True), selection=True)
+    assert (cfg.opt, cfg.lr, cfg.sleep_pool_optimizer_state, cfg.val_fraction) == ("momentum", 0.3, True, 0.1)
+    final = variant_config("lc_instant_1", 2, setup, tmp_path, setting=Setting("momentum", 0.3, True))
+    assert final.val_fraction == 0.0 and final.seed == 2 and final.output_dir != cfg.output_dir
+    plain = variant_config("lc", 0, setup, tmp_path, setting=Setting("adamw", 1e-2, True))
+    assert plain.sleep_pool_optimizer_state is None  # pooling means nothing without sharing
+
+
+def test_tuned_smoke_study_records_every_selection_and_its_choice(tmp_path):
+    assert main(["--smoke", "--tune", "--variants", "lc_instant_10", "--runs-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results" / "replication.json").read_text())
+    selection = results["selection"]
+    assert len(selection) >= 12 and {r["variant"] for r in selection} == {"lc_instant_10"}
+    assert {(r["optimizer"], r["lr"], r["pool_optimizer_state"]) for r in selection} >= \
+        {(s.optimizer, s.lr, s.pool_optimizer_state) for s in tuning_grid("lc_instant_10")}
+    best = max(selection, key=lambda r: r["val_acc"])
+    choice = results["choices"]["lc_instant_10"]
+    assert choice == {k: best[k] for k in ("optimizer", "lr", "pool_optimizer_state")}
+    [run] = results["runs"]
+    assert {k: run[k] for k in choice} == choice  # the seed trained at its variant's choice
+    import yaml
+    recipes = sorted((tmp_path / "selection" / "lc_instant_10").glob("select-*-seed0/recipe.yaml"))
+    assert len(recipes) == len(selection)
+    assert {yaml.safe_load(p.read_text())["val_fraction"] for p in recipes} == {0.1}  # selected on held-out images
+    assert "**" in (tmp_path / "results" / "replication.md").read_text()  # the chosen row is marked

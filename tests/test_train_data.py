@@ -3,11 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from timm_lc.train.config import TrainConfig
 from timm_lc.train.data import EpochSampler, RepeatedViews, build_data, build_train_loader, collate_views
-from timm_lc.train.demo_data import DigitsCanvas, load_digits_split
+from timm_lc.train.demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas, load_digits_split
 
 from fixtures.train_data import make_dataset
 
@@ -96,3 +97,44 @@ def test_offline_without_cache_names_the_dataset(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "uoft-cs/cifar10" in proc.stderr and "--dataset-path" in proc.stderr
+
+
+def test_holdout_split_is_fixed_disjoint_and_complete():
+    from timm_lc.train.data import holdout_split
+    kept, held = holdout_split(1437, 0.1)
+    assert len(held) == 144 and sorted(kept + held) == list(range(1437))
+    assert (kept, held) == holdout_split(1437, 0.1)  # the same for every seed and variant
+    with pytest.raises(ValueError, match="leaves none to train on"):
+        holdout_split(1, 0.5)
+
+
+def test_val_fraction_evaluates_on_held_out_training_digits():
+    from timm_lc.train.data import build_data, holdout_split
+    cfg = TrainConfig(canvas_size=16, translate=2, test_shift=2, val_fraction=0.1)
+    bundle = build_data(cfg)
+    kept, held = holdout_split(1437, 0.1)
+    assert (len(bundle.train), len(bundle.eval)) == (len(kept), len(held))
+    train_images, train_labels = load_digits_split("train")
+    image, label = bundle.eval[3]
+    assert label == int(train_labels[held[3]])
+    assert torch.equal(bundle.eval[3][0], image)  # a fixed placement, as test images
+    digit = (image[0] * DIGITS_STD[0] + DIGITS_MEAN[0])
+    top, left = bundle.eval.offset(3)
+    torch.testing.assert_close(digit[top:top + 8, left:left + 8], train_images[held[3]])
+
+
+def test_place_on_canvas_against_the_placed_pixels():
+    from timm_lc.train.canvas import PlaceOnCanvas, placement_range
+    image = torch.rand(1, 14, 14) + 0.1
+    assert placement_range(24, 14, 4) == (1, 9) and placement_range(24, 14, 0) == (5, 5)
+    offsets = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        canvas = PlaceOnCanvas(24, 4)(image)
+        nonzero = canvas[0].nonzero()
+        top, left = nonzero.min(0).values.tolist()
+        assert 1 <= top <= 9 and 1 <= left <= 9
+        assert torch.equal(canvas[:, top:top + 14, left:left + 14], image)
+        assert canvas.sum() == pytest.approx(image.sum().item())  # zeros elsewhere
+        offsets.add((top, left))
+    assert len(offsets) > 10
