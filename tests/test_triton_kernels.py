@@ -317,14 +317,32 @@ def test_interpreted_named_triton_is_never_checked_and_raises(auto_on_cpu, monke
     assert first_use.first_use_checks() == {}
 
 
+@interpreted_only
+def test_interpreted_doctor_reports_the_first_use_decision(auto_on_cpu):
+    from timm_lc.studies.bench.layer import LayerShape
+    from timm_lc.studies.doctor import first_use_decision
+    report = first_use_decision(LayerShape("tiny", 2, 4, 5), "cpu")
+    assert report["kernel"] == "triton" and report["error"] is None
+    assert "LC layer 4->4 channels, kernel 3x3, input 5x5" in report["geometry"] and "torch.bfloat16" in report["geometry"]
+    assert report["check_ms"] > 0 and report["step_ms"] > 0 and report["check_over_step"] > 0
+
+
+def test_doctor_says_when_auto_does_not_check():
+    from timm_lc.studies.bench.layer import LayerShape
+    from timm_lc.studies.doctor import first_use_decision
+    report = first_use_decision(LayerShape("tiny", 2, 4, 5), "cpu")
+    assert report["decision"].startswith("no check: auto does not try triton here")
+
+
 def test_first_use_mismatch_measures_the_relative_max_error():
     ref = torch.tensor([1.0, -2.0, 4.0])
     assert first_use.mismatch([("forward", ref + 1e-6, ref)], torch.float32) is None
     assert "forward differs from gather by 0.25 " in first_use.mismatch([("forward", ref + 1, ref)], torch.float32)
     assert first_use.mismatch([("forward", ref + 0.05, ref)], torch.bfloat16) is None  # 0.0125 < 0.03
-    nan = torch.tensor([float("nan"), 0.0, 0.0])
-    assert "input gradient" in first_use.mismatch([("forward", ref, ref), ("input gradient", nan, ref)],
-                                                  torch.float16)
+    nan = torch.tensor([float("nan"), -2.0, 4.0])
+    assert "input gradient is not finite" in first_use.mismatch([("forward", ref, ref), ("input gradient", nan, ref)],
+                                                                torch.float16)
+    assert first_use.mismatch([("forward", nan, nan)], torch.float32) is None  # non-finite in both: compared elsewhere
 
 
 @pytest.fixture

@@ -45,14 +45,19 @@ def tolerance(dtype: torch.dtype) -> float:
 def mismatch(pairs: Sequence[Tuple[str, Tensor, Tensor]], dtype: torch.dtype) -> Optional[str]:
     """The first (name, result, reference) pair beyond ``dtype``'s tolerance, described; None when all match.
 
-    A non-finite result where the reference is finite is a mismatch.
+    The error is max |result - reference| / max |reference| over the reference's finite entries;
+    a result that is not finite exactly where the reference is not is a mismatch.
     """
     limit = tolerance(dtype)
     for name, result, reference in pairs:
-        reference = reference.float()
-        scale = max(float(reference.abs().max()) if reference.numel() else 0.0, 1e-30)
-        error = float((result.float() - reference).abs().max()) / scale if reference.numel() else 0.0
-        if not error <= limit:  # NaN included
+        finite = torch.isfinite(reference)
+        if not torch.equal(finite, torch.isfinite(result)):
+            return f"{name} is not finite where gather's is (or the reverse)"
+        reference, result = reference[finite].float(), result[finite].float()
+        if reference.numel() == 0:
+            continue
+        error = float((result - reference).abs().max()) / max(float(reference.abs().max()), 1e-30)
+        if error > limit:
             return f"{name} differs from gather by {error:.3g} (relative max error; tolerance {limit:g} for {dtype})"
     return None
 

@@ -1,4 +1,4 @@
-"""The locally connected 2D operator as a functional op with a lean custom autograd path.
+"""The locally connected 2D operator: a functional op over two torch.library custom ops.
 
 An LC layer gives every output position p its own filter, so its forward is one batched
 matmul over positions: ``out[p] = W[p] @ cols[p]``, with ``cols[p]`` the (kh * kw * C_in/groups,
@@ -7,10 +7,17 @@ layout, so every patch row (one kernel offset, all channels, all images) is one 
 block and gathering the patches is a sequence of block copies. The patches are gathered a
 chunk of output rows at a time into one reused buffer of about ``CHUNK_BYTES`` (so memory stays
 near the input's size and every kernel is large: few parallel regions, which keeps the op
-fast when another process takes a core), and backward gathers them again from the saved
-input instead of keeping the k^2-times larger patch tensor alive. On CUDA implicit-GEMM
-Triton kernels read the input directly (``triton_lc``; this gather path when triton is
-missing); ``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
+fast when another process takes a core), and backward gathers them again from the input
+(saved by reference) instead of keeping the k^2-times larger patch tensor alive. On CUDA
+implicit-GEMM Triton kernels read the input directly (``triton_lc``), once they passed their
+first-use check on the geometry (``first_use``); ``set_lc_kernel`` / ``TIMM_LC_KERNEL``
+override the choice (see ``kernels``).
+
+``timm_lc::locally_connected2d`` (the forward) and ``timm_lc::locally_connected2d_backward``
+(input and weight gradients) are custom operators with fake implementations and autograd
+formulas, so ``torch.compile`` traces the op, forward and backward, into one graph; the
+backward op has its own formula (the gradients are bilinear: LC ops again), so double backward
+works to any order.
 """
 import time
 from typing import List, Optional, Sequence, Tuple, Union
@@ -457,10 +464,11 @@ def _lc_backward_op_backward(ctx, grad_grads):
     ggw = next(incoming) if need_w else None
     need_g, need_in, need_weight = ctx.needs_input_grad[:3]
     d_g = d_x = d_w = None
-    if need_g:
-        parts = ([_lc_op(ggx, weight, None, pads, stride, dilation, groups, kernel)] if ggx is not None else []) + \
-            ([_lc_op(x, ggw, None, pads, stride, dilation, groups, kernel)] if ggw is not None else [])
-        d_g = sum(parts[1:], parts[0]) if parts else None
+    if need_g and ggx is not None:
+        d_g = _lc_op(ggx, weight, None, pads, stride, dilation, groups, kernel)
+    if need_g and ggw is not None:
+        through_w = _lc_op(x, ggw, None, pads, stride, dilation, groups, kernel)
+        d_g = through_w if d_g is None else d_g + through_w
     if need_in and ggw is not None:
         d_x, = _lc_backward_op(grad_out, x, ggw, pads, stride, dilation, groups, kernel, True, False)
     if need_weight and ggx is not None:
@@ -516,7 +524,12 @@ def locally_connected2d(
 
     Under autocast the inputs are cast once to the autocast dtype (before any patch exists)
     so the batched matmuls run in low precision. Backward recomputes the patches from the
-    saved input instead of keeping them: memory stays at the input's size.
+    input, saved by reference, instead of keeping them: the op keeps no activation of its own.
+    Double backward (``create_graph=True``, gradient penalties) works to any order: the
+    gradients are LC ops again. ``torch.compile(fullgraph=True)`` traces the op in one graph
+    (a custom operator); the kernel is chosen when the op runs (``set_lc_kernel``), and under
+    ``auto`` the Triton kernels run on a geometry only after matching ``gather`` on its first
+    call (else one warning, then ``gather``).
     """
     if x.dim() != 4 or weight.dim() != 6:
         raise ValueError(f"locally_connected2d expects a 4-D input (B, C_in, H, W) and a 6-D weight (H_out, W_out, "
