@@ -135,13 +135,14 @@ def _step_flops(shape: LayerShape) -> float:
     return 3 * 2.0 * positions * shape.channels * lc.fan_in * shape.batch
 
 
-def _amp(step: Callable[[], None], device: str, kernel: Optional[str] = None) -> Callable[[], None]:
-    """``step`` under bf16 autocast, with ``kernel`` selected first (the variants are interleaved)."""
+def _amp(impl: str, shape: LayerShape, device: str, kernel: Optional[str] = None) -> Callable[[], None]:
+    """A bf16-autocast training step of ``impl`` (fp32 parameters), ``kernel`` selected first (variants interleave)."""
+    step = _make(impl, shape, device, torch.float32, autocast=torch.bfloat16)
+
     def run() -> None:
         if kernel is not None:
             set_lc_kernel(kernel)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            step()
+        step()
     return run
 
 
@@ -189,7 +190,7 @@ def first_use_decision(shape: LayerShape, device: str) -> Dict[str, Any]:
     triggers), then, after its verdicts are forgotten, on compiled kernels, whose ``check_s``
     is the check's own one-time cost, reported next to a steady step's time.
     """
-    step = _amp(_make("ours", shape, device, torch.float32), device, "auto")
+    step = _amp("ours", shape, device, "auto")
     previous = get_lc_kernel()
     try:
         step()
@@ -213,10 +214,10 @@ def first_use_decision(shape: LayerShape, device: str) -> Dict[str, Any]:
 
 
 def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
-    steps = {f"ours[{k}]": _amp(_make("ours", shape, device, torch.float32), device, k) for k in plan.kernels}
+    steps = {f"ours[{k}]": _amp("ours", shape, device, k) for k in plan.kernels}
     steps["floor"] = _make("floor", shape, device, torch.bfloat16)
-    steps["reference"] = _amp(_make("reference", shape, device, torch.float32), device)
-    steps["conv"] = _amp(_make("conv", shape, device, torch.float32), device)
+    steps["reference"] = _amp("reference", shape, device)
+    steps["conv"] = _amp("conv", shape, device)
     times = _time_interleaved(steps, plan.iters, plan.repeats, device)
     flops = _step_flops(shape)
     row: Dict[str, Any] = {
