@@ -96,6 +96,51 @@ def test_gradcheck(case):
                                     (x, lc.weight, lc.bias))
 
 
+@pytest.mark.parametrize("cin,cout,k,size,stride,padding,groups", [
+    (2, 4, 3, (4, 3), 2, 1, 2),  # strided, grouped
+    (2, 2, 2, (3, 4), 1, (1, 0), 1),  # even kernel, uneven padding
+], ids=["strided_grouped", "even_kernel"])
+def test_double_backward_gradgradcheck(cin, cout, k, size, stride, padding, groups):
+    torch.manual_seed(0)
+    lc = LocallyConnected2d(cin, cout, k, size, stride=stride, padding=padding, groups=groups, dtype=torch.float64)
+    x = torch.randn(2, cin, *size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a, w, b: torch.func.functional_call(lc, {"weight": w, "bias": b}, (a,)),
+                                        (x, lc.weight, lc.bias))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gradient_penalty_matches_naive_loop(memory_format):
+    """create_graph=True: a penalty on the input gradient's norm trains as the naive loop's does."""
+    _, lc = make_pair(CASES[2])
+    with torch.no_grad():
+        lc.weight.add_(torch.randn_like(lc.weight))
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64).to(memory_format=memory_format)
+
+    def penalty_grads(forward):
+        xg = x.clone().requires_grad_()
+        out = forward(xg)
+        (grad_x,) = torch.autograd.grad(out.square().sum(), xg, create_graph=True)
+        return torch.autograd.grad(out.sum() + grad_x.square().sum(), (xg, lc.weight, lc.bias))
+
+    for a, b in zip(penalty_grads(lc), penalty_grads(lambda a: naive_lc(a, lc))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_custom_ops_pass_opcheck():
+    """Schema, fake (meta) implementation and autograd registration of both ops, by torch's own checker."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 3, 6, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, 3, 3, dtype=torch.float64, requires_grad=True)
+    conf = ([1, 1, 1, 1], [2, 2], [1, 1], 2, "gather")
+    torch.library.opcheck(torch.ops.timm_lc.locally_connected2d.default, (x, weight, bias, *conf))
+    torch.library.opcheck(torch.ops.timm_lc.locally_connected2d.default,
+                          (x.detach().to(memory_format=torch.channels_last), weight, None, *conf))
+    grad_out = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.timm_lc.locally_connected2d_backward.default,
+                          (grad_out, x, weight, *conf, True, True))
+
+
 def test_position_uses_only_its_own_filter():
     lc = LocallyConnected2d(2, 3, 3, (6, 5), padding=1, bias=False, dtype=torch.float64)
     x = torch.randn(1, 2, 6, 5, dtype=torch.float64)

@@ -12,6 +12,7 @@ import copy
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -21,8 +22,8 @@ pytest.importorskip("triton", reason="triton is not installed")
 from test_layers import CASES, CASE_IDS, make_pair, naive_lc  # noqa: E402
 
 import timm_lc  # noqa: E402
-from timm_lc.layers import LocallyConnected2d, filters_to_kernel, get_lc_kernel, kernels, select_kernel, \
-    set_lc_kernel  # noqa: E402
+from timm_lc.layers import LocallyConnected2d, filters_to_kernel, first_use, get_lc_kernel, kernels, \
+    select_kernel, set_lc_kernel  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 interpreted_only = pytest.mark.skipif(
@@ -212,6 +213,136 @@ def test_interpreted_backward_uses_the_kernel_of_its_forward(interpreted, monkey
     expected = x.detach().clone().requires_grad_()
     naive_lc(expected, lc).sum().backward()
     torch.testing.assert_close(x.grad, expected.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def auto_on_cpu(monkeypatch):
+    """``auto`` tries the interpreted kernels on CPU tensors (the documented seam), with no verdict yet."""
+    module = kernels.triton_kernels()
+    assert module.INTERPRETED
+    monkeypatch.setattr(kernels, "auto_tries_triton", lambda x: kernels.triton_unusable(x) is None)
+    first_use.clear_first_use_checks()
+    yield module
+    first_use.clear_first_use_checks()
+
+
+def _two_layer_training(steps=3):
+    """Final parameters and losses of a few SGD steps of two LC layers of one geometry (one check)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(LocallyConnected2d(3, 3, 3, (4, 5), padding=1), torch.nn.ReLU(),
+                                LocallyConnected2d(3, 3, 3, (4, 5), padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(60, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(3, 3, 4, 5), torch.tensor([0, 1, 3])
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return [p.detach().clone() for p in model.parameters()], losses
+
+
+def _run_auto(steps=3):
+    """(parameters, losses, warnings) of the two-layer training under ``auto``."""
+    set_lc_kernel("auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params, losses = _two_layer_training(steps)
+    return params, losses, [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def _gather_reference():
+    set_lc_kernel("gather")
+    return _two_layer_training()
+
+
+def _count_calls(module, monkeypatch):
+    calls = []
+    for name in ("lc_forward", "lc_input_grad", "lc_weight_grad"):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    return calls
+
+
+@interpreted_only
+def test_interpreted_auto_trusts_kernels_that_pass_the_first_use_check(auto_on_cpu, monkeypatch):
+    calls = _count_calls(auto_on_cpu, monkeypatch)
+    params, losses, caught = _run_auto()
+    assert caught == []
+    (verdict,) = first_use.first_use_checks().values()  # both layers share one geometry: one check
+    assert verdict["kernel"] == "triton" and verdict["error"] is None and verdict["check_s"] > 0
+    # the check's forward is the first layer's first output; then 2 layers x 3 steps, minus that one
+    assert calls.count("lc_forward") == 6 and calls.count("lc_weight_grad") == 1 + 6
+    ref_params, ref_losses = _gather_reference()
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-5)
+    for a, b in zip(params, ref_params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@interpreted_only
+@pytest.mark.parametrize("fault", ["raises", "wrong_values"])
+def test_interpreted_auto_falls_back_to_gather_once_per_geometry(fault, auto_on_cpu, monkeypatch):
+    if fault == "raises":
+        def broken(*args):
+            raise RuntimeError("triton launch failed: out of resources\n(second line of the report)")
+        monkeypatch.setattr(auto_on_cpu, "lc_input_grad", broken)
+        expected = "RuntimeError: triton launch failed: out of resources"
+    else:
+        weight_grad = auto_on_cpu.lc_weight_grad
+        monkeypatch.setattr(auto_on_cpu, "lc_weight_grad", lambda *a: weight_grad(*a) * 1.5)
+        expected = "weight gradient differs from gather by 0.5 "
+    params, losses, caught = _run_auto()
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "\n" not in message and expected in message and "gather" in message
+    assert "LC layer 3->3 channels, kernel 3x3, input 4x5" in message and "torch.float32" in message
+    (verdict,) = first_use.first_use_checks().values()
+    assert verdict["kernel"] == "gather" and expected in verdict["error"]
+    ref_params, ref_losses = _gather_reference()  # training went on with gather: the same numbers
+    assert losses == ref_losses
+    for a, b in zip(params, ref_params):
+        assert torch.equal(a, b)
+
+
+@interpreted_only
+def test_interpreted_named_triton_is_never_checked_and_raises(auto_on_cpu, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("triton launch failed")
+    monkeypatch.setattr(auto_on_cpu, "lc_forward", broken)
+    set_lc_kernel("triton")
+    with pytest.raises(RuntimeError, match="triton launch failed"):
+        LocallyConnected2d(3, 3, 3, (4, 5), padding=1)(torch.randn(2, 3, 4, 5))
+    assert first_use.first_use_checks() == {}
+
+
+@interpreted_only
+def test_interpreted_doctor_reports_the_first_use_decision(auto_on_cpu):
+    from timm_lc.studies.bench.layer import LayerShape
+    from timm_lc.studies.doctor import first_use_decision
+    report = first_use_decision(LayerShape("tiny", 2, 4, 5), "cpu")
+    assert report["kernel"] == "triton" and report["error"] is None
+    assert "LC layer 4->4 channels, kernel 3x3, input 5x5" in report["geometry"] and "torch.bfloat16" in report["geometry"]
+    assert report["check_ms"] > 0 and report["step_ms"] > 0 and report["check_over_step"] > 0
+
+
+def test_doctor_says_when_auto_does_not_check():
+    from timm_lc.studies.bench.layer import LayerShape
+    from timm_lc.studies.doctor import first_use_decision
+    report = first_use_decision(LayerShape("tiny", 2, 4, 5), "cpu")
+    assert report["decision"].startswith("no check: auto does not try triton here")
+
+
+def test_first_use_mismatch_measures_the_relative_max_error():
+    ref = torch.tensor([1.0, -2.0, 4.0])
+    assert first_use.mismatch([("forward", ref + 1e-6, ref)], torch.float32) is None
+    assert "forward differs from gather by 0.25 " in first_use.mismatch([("forward", ref + 1, ref)], torch.float32)
+    assert first_use.mismatch([("forward", ref + 0.05, ref)], torch.bfloat16) is None  # 0.0125 < 0.03
+    nan = torch.tensor([float("nan"), -2.0, 4.0])
+    assert "input gradient is not finite" in first_use.mismatch([("forward", ref, ref), ("input gradient", nan, ref)],
+                                                                torch.float16)
+    assert first_use.mismatch([("forward", nan, nan)], torch.float32) is None  # non-finite in both: compared elsewhere
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
 * ``triton``: implicit-GEMM Triton kernels reading the input directly (CUDA, or CPU tensors
   under ``TRITON_INTERPRET=1``; fp16 / bf16 / fp32; any groups),
 * ``auto`` (the default): ``triton`` on CUDA when triton imports and the dtype is supported,
-  else ``gather``.
+  once the kernels passed their first-use check on the geometry (see ``first_use``), else ``gather``.
 
 A kernel asked for by name never silently falls back: ``triton`` where it cannot run is a
 ValueError naming the reason (a silent fallback would make a
@@ -19,7 +19,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["KERNELS", "ENV_VAR", "get_lc_kernel", "set_lc_kernel", "triton_kernels", "triton_unusable"]
+__all__ = ["KERNELS", "ENV_VAR", "auto_tries_triton", "get_lc_kernel", "set_lc_kernel", "triton_kernels",
+           "triton_unusable"]
 
 KERNELS = ("auto", "triton", "gather")
 ENV_VAR = "TIMM_LC_KERNEL"
@@ -74,3 +75,13 @@ def triton_unusable(x: torch.Tensor) -> Optional[str]:
         return ("CPU tensors need Triton's interpreter: start the process with TRITON_INTERPRET=1 in its "
                 "environment (it must be set before triton is first imported)")
     return f"device {x.device.type!r} is not supported (CUDA, or the CPU under TRITON_INTERPRET=1)"
+
+
+def auto_tries_triton(x: torch.Tensor) -> bool:
+    """Whether ``auto`` tries the Triton kernels on ``x``: CUDA tensors, compiled kernels, a supported dtype.
+
+    ``auto`` never picks Triton's (slow) interpreter. This predicate is the one seam for tests:
+    replaced by one that accepts CPU tensors (in a ``TRITON_INTERPRET=1`` process), ``auto`` and
+    its first-use check run on the CPU.
+    """
+    return x.device.type == "cuda" and triton_unusable(x) is None and not triton_kernels().INTERPRETED

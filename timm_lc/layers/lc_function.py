@@ -1,4 +1,4 @@
-"""The locally connected 2D operator as a functional op with a lean custom autograd path.
+"""The locally connected 2D operator: a functional op over two torch.library custom ops.
 
 An LC layer gives every output position p its own filter, so its forward is one batched
 matmul over positions: ``out[p] = W[p] @ cols[p]``, with ``cols[p]`` the (kh * kw * C_in/groups,
@@ -7,18 +7,27 @@ layout, so every patch row (one kernel offset, all channels, all images) is one 
 block and gathering the patches is a sequence of block copies. The patches are gathered a
 chunk of output rows at a time into one reused buffer of about ``CHUNK_BYTES`` (so memory stays
 near the input's size and every kernel is large: few parallel regions, which keeps the op
-fast when another process takes a core), and backward gathers them again from the saved
-input instead of keeping the k^2-times larger patch tensor alive. On CUDA implicit-GEMM
-Triton kernels read the input directly (``triton_lc``; this gather path when triton is
-missing); ``set_lc_kernel`` / ``TIMM_LC_KERNEL`` override the choice (see ``kernels``).
+fast when another process takes a core), and backward gathers them again from the input
+(saved by reference) instead of keeping the k^2-times larger patch tensor alive. On CUDA
+implicit-GEMM Triton kernels read the input directly (``triton_lc``), once they passed their
+first-use check on the geometry (``first_use``); ``set_lc_kernel`` / ``TIMM_LC_KERNEL``
+override the choice (see ``kernels``).
+
+``timm_lc::locally_connected2d`` (the forward) and ``timm_lc::locally_connected2d_backward``
+(input and weight gradients) are custom operators with fake implementations and autograd
+formulas, so ``torch.compile`` traces the op, forward and backward, into one graph; the
+backward op has its own formula (the gradients are bilinear: LC ops again), so double backward
+works to any order.
 """
-from typing import Optional, Tuple, Union
+import time
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.layers import get_same_padding
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from . import first_use, kernels
 from .kernels import get_lc_kernel, triton_kernels, triton_unusable
 
 CHUNK_BYTES = 8 << 20  # patch buffer per chunk of output rows: large kernels, cache-friendly reuse
@@ -227,17 +236,21 @@ def _forward_gather(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], kern
     return out.view(ho, wo, c_out, b)
 
 
-def _backward_gather(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, need_w: bool,
-                     kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int],
+def _backward_gather(x_hwcb: Optional[Tensor], x_shape: Tuple[int, ...], weight: Tensor, g: Tensor, need_x: bool,
+                     need_w: bool, kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int],
                      groups: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-    """Input (padded (H, W, C, B)) and weight gradients a chunk at a time; g is (positions * groups, C_out/g, B)."""
+    """Input (padded (H, W, C, B) of ``x_shape``) and weight gradients a chunk at a time.
+
+    ``g`` is (positions * groups, C_out/groups, B); the padded input ``x_hwcb`` is needed for the
+    weight gradient only.
+    """
     ho, wo = weight.shape[:2]
-    b = x_hwcb.shape[-1]
+    b = x_shape[-1]
     w = weight_matrices(weight, groups)
-    grad_w = torch.empty_like(w) if need_w else None
-    grad_x = torch.zeros_like(x_hwcb) if need_x else None
+    grad_w = w.new_empty(w.shape) if need_w else None
+    grad_x = g.new_zeros(x_shape) if need_x else None
     chunks = _row_chunks(weight, b, groups)
-    buffer = x_hwcb.new_empty(chunks[0][1] * wo * groups, w.shape[-1], b)
+    buffer = g.new_empty(chunks[0][1] * wo * groups, w.shape[-1], b)
     for h, rows in chunks:
         p0, p1 = h * wo * groups, (h + rows) * wo * groups
         cols = buffer[:p1 - p0]
@@ -251,71 +264,220 @@ def _backward_gather(x_hwcb: Tensor, weight: Tensor, g: Tensor, need_x: bool, ne
 
 
 def select_kernel(x: Tensor, groups: int) -> str:
-    """The kernel (``gather`` or ``triton``) the LC op runs on ``x`` under the current selection.
+    """The kernel (``gather`` or ``triton``) the LC op tries on ``x`` under the current selection.
 
-    ``auto`` never picks Triton's (slow) interpreter; a kernel selected by name that cannot run
-    on ``x`` is a ValueError saying why.
+    ``auto`` tries ``triton`` where ``kernels.auto_tries_triton`` says so, and runs it on a geometry
+    only after its first-use check passed (else ``gather``; see ``first_use``). A kernel selected
+    by name that cannot run on ``x`` is a ValueError saying why.
     """
-    name = get_lc_kernel()
-    if name == "auto":
-        if x.device.type == "cuda" and triton_unusable(x) is None and not triton_kernels().INTERPRETED:
-            return "triton"
-        return "gather"
-    if name == "triton":
+    return _candidate(get_lc_kernel(), x)
+
+
+def _candidate(requested: str, x: Tensor) -> str:
+    if requested == "auto":
+        return "triton" if kernels.auto_tries_triton(x) else "gather"
+    if requested == "triton":
         reason = triton_unusable(x)
         if reason is not None:
             raise ValueError(f"LC kernel 'triton' cannot run here: {reason}; select 'gather' or 'auto'")
-    return name
+    return requested
 
 
-class LocallyConnected2dFunction(torch.autograd.Function):
-    """Custom autograd for the LC op on a (B, C, H, W) input zero-padded by ``pads`` (left, right, top, bottom)."""
+def _forward(kernel: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], pads: Tuple[int, int, int, int],
+             stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tensor:
+    """The LC op on a (B, C, H, W) input with ``kernel``; the output keeps the input's memory format."""
+    x_hwcb = to_hwcb(x, pads)
+    if kernel == "triton":
+        out = triton_kernels().lc_forward(x_hwcb, weight, bias, stride, dilation, groups)
+    else:
+        out = _forward_gather(x_hwcb, weight, bias, (weight.shape[3], weight.shape[4]), stride, dilation, groups)
+    del x_hwcb
+    channels_last = _is_channels_last(x)
+    rows = hwcb_rows(out, channels_last)
+    del out  # before the transpose allocates the result (when hwcb_rows copied)
+    return rows_to_nchw(rows, tuple(weight.shape[:3]), channels_last)
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, pads, stride, dilation, groups):
-        kernel = select_kernel(x, groups)
-        kernel_size = (weight.shape[3], weight.shape[4])
-        x_hwcb = to_hwcb(x, pads)
-        if kernel == "triton":
-            out = triton_kernels().lc_forward(x_hwcb, weight, bias, stride, dilation, groups)
-        else:
-            out = _forward_gather(x_hwcb, weight, bias, kernel_size, stride, dilation, groups)
-        ctx.save_for_backward(x_hwcb, weight)
-        ctx.has_bias = bias is not None
-        ctx.conf = (pads, stride, dilation, groups, kernel)
-        ctx.channels_last = _is_channels_last(x)
-        rows = hwcb_rows(out, ctx.channels_last)
-        del out  # before the transpose allocates the result (when hwcb_rows copied)
-        return rows_to_nchw(rows, tuple(weight.shape[:3]), ctx.channels_last)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        x_hwcb, weight = ctx.saved_tensors
-        pads, stride, dilation, groups, kernel = ctx.conf
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        ho, wo, c_out, kh, kw = weight.shape[:5]
-        g = to_hwcb(grad_out).view(ho * wo * groups, c_out // groups, -1)
-        grad_x_hwcb = grad_w = grad_b = None
-        if need_b and ctx.has_bias:
-            grad_b = g.sum(-1).view(ho, wo, c_out).permute(2, 0, 1).contiguous()
-        if (need_w or need_x) and kernel == "triton":
-            kernels, g = triton_kernels(), g.view(ho * wo, c_out, -1)
-            if need_w:
-                grad_w = kernels.lc_weight_grad(g, x_hwcb, weight, stride, dilation, groups)
-            if need_x:
-                grad_x_hwcb = kernels.lc_input_grad(g, weight, x_hwcb.shape, stride, dilation, groups)
-        elif need_w or need_x:
-            grad_x_hwcb, grad_w = _backward_gather(x_hwcb, weight, g, need_x, need_w, (kh, kw), stride, dilation,
-                                                   groups)
-        del g  # before the input gradient's layout copy: one activation-sized buffer less at the peak
-        grad_x = None
-        if grad_x_hwcb is not None:
-            left, right, top, bottom = pads
-            hp, wp = grad_x_hwcb.shape[:2]
-            rows = hwcb_rows(grad_x_hwcb[top:hp - bottom, left:wp - right], ctx.channels_last)  # a copy
-            del grad_x_hwcb  # before the transpose allocates the result: one input-sized buffer less at the peak
-            grad_x = rows_to_nchw(rows, (hp - top - bottom, wp - left - right, x_hwcb.shape[2]), ctx.channels_last)
-        return grad_x, grad_w, grad_b, None, None, None, None
+def _backward(kernel: str, grad_out: Tensor, x: Tensor, weight: Tensor, pads: Tuple[int, int, int, int],
+              stride: Tuple[int, int], dilation: Tuple[int, int], groups: int, need_x: bool,
+              need_w: bool) -> List[Tensor]:
+    """[input gradient (if ``need_x``), weight gradient (if ``need_w``)] of the LC op with ``kernel``.
+
+    The padded input is gathered again from ``x`` (only for the weight gradient): the forward
+    keeps no copy of it.
+    """
+    ho, wo, c_out, kh, kw = weight.shape[:5]
+    left, right, top, bottom = pads
+    b, c, h, w = x.shape
+    x_shape = (h + top + bottom, w + left + right, c, b)
+    g = to_hwcb(grad_out).view(ho * wo * groups, c_out // groups, -1)
+    x_hwcb = to_hwcb(x, pads) if need_w else None
+    if kernel == "triton":
+        module, g = triton_kernels(), g.view(ho * wo, c_out, -1)
+        grad_w = module.lc_weight_grad(g, x_hwcb, weight, stride, dilation, groups) if need_w else None
+        del x_hwcb
+        grad_x_hwcb = module.lc_input_grad(g, weight, x_shape, stride, dilation, groups) if need_x else None
+    else:
+        grad_x_hwcb, grad_w = _backward_gather(x_hwcb, x_shape, weight, g, need_x, need_w, (kh, kw), stride,
+                                               dilation, groups)
+        del x_hwcb
+    del g  # before the input gradient's layout copy: one activation-sized buffer less at the peak
+    grads = []
+    if need_x:
+        channels_last = _is_channels_last(x)
+        rows = hwcb_rows(grad_x_hwcb[top:top + h, left:left + w], channels_last)  # a copy
+        del grad_x_hwcb  # before the transpose allocates the result: one input-sized buffer less at the peak
+        grads.append(rows_to_nchw(rows, (h, w, c), channels_last))
+    if need_w:
+        grads.append(grad_w)
+    return grads
+
+
+def _geometry(x: Tensor, weight: Tensor, pads: Sequence[int], stride: Sequence[int], dilation: Sequence[int],
+              groups: int) -> Tuple[Tuple, str]:
+    """The first-use check's key for a call and its one-line description."""
+    _, c, h, w = x.shape
+    ho, wo, c_out, kh, kw = weight.shape[:5]
+    key = (str(x.device), x.dtype, (c, h, w), tuple(weight.shape), tuple(pads), tuple(stride), tuple(dilation),
+           groups)
+    description = (f"LC layer {c}->{c_out} channels, kernel {kh}x{kw}, input {h}x{w}, output {ho}x{wo}, "
+                   f"stride {tuple(stride)}, dilation {tuple(dilation)}, padding {tuple(pads)}, groups {groups} "
+                   f"({x.device}, {x.dtype})")
+    return key, description
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], pads: Tuple[int, int, int, int],
+                  stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tuple[Optional[str], Optional[Tensor]]:
+    """The first-use check: (the error, None when triton matched gather; triton's forward on ``x`` or None).
+
+    Triton runs on the whole batch (so its autotuned configurations are this batch size's), with
+    an upstream gradient that is random on the first ``CHECK_IMAGES`` images and zero on the rest;
+    ``gather`` runs on those first images alone. Forward and input gradient are compared on those
+    images, the input gradient of the others must be zero, and the weight gradient (a sum over
+    the batch) is compared whole. The bias gradient is the same reduction in both kernels.
+    """
+    n = min(x.shape[0], first_use.CHECK_IMAGES)
+    try:
+        out = _forward("triton", x, weight, bias, pads, stride, dilation, groups)
+        noise = torch.randn(out[:n].shape, generator=torch.Generator(x.device).manual_seed(0), device=x.device)
+        grad_out = torch.zeros_like(out)
+        grad_out[:n] = noise.to(out.dtype)
+        grad_x, grad_w = _backward("triton", grad_out, x, weight, pads, stride, dilation, groups, True, True)
+    except Exception as err:  # noqa: BLE001 - a compile or launch error is the check's verdict
+        return _one_line(err), None
+    ref_out = _forward("gather", x[:n], weight, bias, pads, stride, dilation, groups)
+    ref_x, ref_w = _backward("gather", grad_out[:n], x[:n], weight, pads, stride, dilation, groups, True, True)
+    error = first_use.mismatch([("forward", out[:n], ref_out), ("input gradient", grad_x[:n], ref_x),
+                                ("input gradient beyond the checked images", grad_x[n:], torch.zeros_like(grad_x[n:])),
+                                ("weight gradient", grad_w, ref_w)], x.dtype)
+    return error, out
+
+
+def _resolve(requested: str, x: Tensor, weight: Tensor, bias: Optional[Tensor], pads: Tuple[int, int, int, int],
+             stride: Tuple[int, int], dilation: Tuple[int, int], groups: int) -> Tuple[str, Optional[Tensor]]:
+    """The kernel a call runs, and its forward output when the first-use check just computed it."""
+    kernel = _candidate(requested, x)
+    if requested != "auto" or kernel != "triton":
+        return kernel, None
+    key, description = _geometry(x, weight, pads, stride, dilation, groups)
+    verdict = first_use.decision(key)
+    if verdict is not None:
+        return verdict["kernel"], None
+    started = time.perf_counter()
+    error, out = _check_triton(x, weight, bias, pads, stride, dilation, groups)
+    verdict = first_use.record(key, description, error, started)
+    return verdict["kernel"], None if error else out
+
+
+@torch.library.custom_op("timm_lc::locally_connected2d", mutates_args=())
+def _lc_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], pads: List[int], stride: List[int],
+           dilation: List[int], groups: int, kernel: str) -> Tensor:
+    """The LC op on a (B, C, H, W) input zero-padded by ``pads``; ``kernel`` is the selection's name."""
+    pads, stride, dilation = tuple(pads), tuple(stride), tuple(dilation)
+    resolved, out = _resolve(kernel, x, weight, bias, pads, stride, dilation, groups)
+    return out if out is not None else _forward(resolved, x, weight, bias, pads, stride, dilation, groups)
+
+
+@_lc_op.register_fake
+def _lc_op_fake(x, weight, bias, pads, stride, dilation, groups, kernel):
+    ho, wo, c_out = weight.shape[:3]
+    layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    return torch.empty((x.shape[0], c_out, ho, wo), dtype=x.dtype, device=x.device, memory_format=layout)
+
+
+@torch.library.custom_op("timm_lc::locally_connected2d_backward", mutates_args=())
+def _lc_backward_op(grad_out: Tensor, x: Tensor, weight: Tensor, pads: List[int], stride: List[int],
+                    dilation: List[int], groups: int, kernel: str, need_x: bool, need_w: bool) -> List[Tensor]:
+    """[input gradient (if ``need_x``), weight gradient (if ``need_w``)] of ``timm_lc::locally_connected2d``."""
+    pads, stride, dilation = tuple(pads), tuple(stride), tuple(dilation)
+    resolved, _ = _resolve(kernel, x, weight, None, pads, stride, dilation, groups)
+    return _backward(resolved, grad_out, x, weight, pads, stride, dilation, groups, need_x, need_w)
+
+
+@_lc_backward_op.register_fake
+def _lc_backward_op_fake(grad_out, x, weight, pads, stride, dilation, groups, kernel, need_x, need_w):
+    layout = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    return ([torch.empty_like(x, memory_format=layout)] if need_x else []) + \
+        ([weight.new_empty(weight.shape)] if need_w else [])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, pads, stride, dilation, groups, kernel = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.conf = (pads, stride, dilation, groups, kernel)
+
+
+def _lc_op_backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    pads, stride, dilation, groups, kernel = ctx.conf
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grads = iter(_lc_backward_op(grad_out, x, weight, pads, stride, dilation, groups, kernel, need_x, need_w)
+                 if need_x or need_w else [])
+    grad_x = next(grads) if need_x else None
+    grad_w = next(grads) if need_w else None
+    grad_b = grad_out.sum(0).contiguous() if need_b else None
+    return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+def _setup_backward_context(ctx, inputs, output) -> None:
+    grad_out, x, weight, pads, stride, dilation, groups, kernel, need_x, need_w = inputs
+    ctx.save_for_backward(grad_out, x, weight)
+    ctx.conf = (pads, stride, dilation, groups, kernel, need_x, need_w)
+
+
+def _lc_backward_op_backward(ctx, grad_grads):
+    """Double backward: the gradients are bilinear, so their derivatives are LC ops again.
+
+    With ``gx = B_x(g, W)`` and ``gW = B_W(g, x)`` (the adjoints of the forward) and incoming
+    ``ggx``, ``ggW``: d/dg = LC(ggx, W) + LC(x, ggW), d/dW = B_W(g, ggx), d/dx = B_x(g, ggW).
+    """
+    grad_out, x, weight = ctx.saved_tensors
+    pads, stride, dilation, groups, kernel, need_x, need_w = ctx.conf
+    incoming = iter(grad_grads)
+    ggx = next(incoming) if need_x else None
+    ggw = next(incoming) if need_w else None
+    need_g, need_in, need_weight = ctx.needs_input_grad[:3]
+    d_g = d_x = d_w = None
+    if need_g and ggx is not None:
+        d_g = _lc_op(ggx, weight, None, pads, stride, dilation, groups, kernel)
+    if need_g and ggw is not None:
+        through_w = _lc_op(x, ggw, None, pads, stride, dilation, groups, kernel)
+        d_g = through_w if d_g is None else d_g + through_w
+    if need_in and ggw is not None:
+        d_x, = _lc_backward_op(grad_out, x, ggw, pads, stride, dilation, groups, kernel, True, False)
+    if need_weight and ggx is not None:
+        d_w, = _lc_backward_op(grad_out, ggx, weight, pads, stride, dilation, groups, kernel, False, True)
+    return d_g, d_x, d_w, None, None, None, None, None, None, None
+
+
+_lc_op.register_autograd(_lc_op_backward, setup_context=_setup_context)
+_lc_backward_op.register_autograd(_lc_backward_op_backward, setup_context=_setup_backward_context)
 
 
 def locally_connected2d_plain(
@@ -362,7 +524,12 @@ def locally_connected2d(
 
     Under autocast the inputs are cast once to the autocast dtype (before any patch exists)
     so the batched matmuls run in low precision. Backward recomputes the patches from the
-    saved input instead of keeping them: memory stays at the input's size.
+    input, saved by reference, instead of keeping them: the op keeps no activation of its own.
+    Double backward (``create_graph=True``, gradient penalties) works to any order: the
+    gradients are LC ops again. ``torch.compile(fullgraph=True)`` traces the op in one graph
+    (a custom operator); the kernel is chosen when the op runs (``set_lc_kernel``), and under
+    ``auto`` the Triton kernels run on a geometry only after matching ``gather`` on its first
+    call (else one warning, then ``gather``).
     """
     if x.dim() != 4 or weight.dim() != 6:
         raise ValueError(f"locally_connected2d expects a 4-D input (B, C_in, H, W) and a 6-D weight (H_out, W_out, "
@@ -382,5 +549,5 @@ def locally_connected2d(
         x, weight = x.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
         with torch.autocast(device_type, enabled=False):
-            return LocallyConnected2dFunction.apply(x, weight, bias, pads, stride, dilation, groups)
-    return LocallyConnected2dFunction.apply(x, weight, bias, pads, stride, dilation, groups)
+            return _lc_op(x, weight, bias, pads, stride, dilation, groups, get_lc_kernel())
+    return _lc_op(x, weight, bias, pads, stride, dilation, groups, get_lc_kernel())

@@ -8,7 +8,8 @@ own try/except (an error is recorded in the JSON and the next section still runs
   LocallyConnected2d per LC kernel (``triton``, ``gather``) on the ResNet-20 stage-3 shape at
   batch 512 and two others: time, ratio to the cuBLAS bmm floor (the three bf16 GEMMs of the step
   alone), reference unfold+einsum formulation over ours, achieved TFLOP/s and share of the bf16
-  dense peak, peak memory, and the configurations the Triton autotuner chose,
+  dense peak, peak memory, the configurations the Triton autotuner chose, and what ``auto``'s
+  first-use check decided on the shape (kernel, error, the check's own seconds next to a step's),
 * ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``,
 * ``train``: 50 steps of ``lc_resnet20_hebb`` on the embedded digits on a 32x32 canvas under bf16
   and under fp16, each in a subprocess (Accelerate fixes the precision once per process): images/s.
@@ -36,12 +37,13 @@ import torch
 
 from .bench import sync
 from .bench.layer import LayerShape, _make
-from ..layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
+from ..layers import LocallyConnected2d, first_use_checks, get_lc_kernel, set_lc_kernel
+from ..layers.first_use import clear_first_use_checks
 from ..layers.kernels import triton_kernels
 from ..layers.lc_function import select_kernel
 
-__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "run_tests", "run_layer_bench",
-           "run_sleep", "run_train", "section_ok", "train_throughput"]
+__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "first_use_decision", "run_tests",
+           "run_layer_bench", "run_sleep", "run_train", "section_ok", "train_throughput"]
 
 # H200 SXM dense BF16 tensor-core peak: NVIDIA's data sheet gives 1,979 TFLOP/s with 2:4 sparsity,
 # half of it dense (the H100 SXM's figure: the same GH100 compute); the H200 NVL is lower (about
@@ -133,13 +135,14 @@ def _step_flops(shape: LayerShape) -> float:
     return 3 * 2.0 * positions * shape.channels * lc.fan_in * shape.batch
 
 
-def _amp(step: Callable[[], None], device: str, kernel: Optional[str] = None) -> Callable[[], None]:
-    """``step`` under bf16 autocast, with ``kernel`` selected first (the variants are interleaved)."""
+def _amp(impl: str, shape: LayerShape, device: str, kernel: Optional[str] = None) -> Callable[[], None]:
+    """A bf16-autocast training step of ``impl`` (fp32 parameters), ``kernel`` selected first (variants interleave)."""
+    step = _make(impl, shape, device, torch.float32, autocast=torch.bfloat16)
+
     def run() -> None:
         if kernel is not None:
             set_lc_kernel(kernel)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            step()
+        step()
     return run
 
 
@@ -180,11 +183,41 @@ def _autotuned_configs() -> Dict[str, str]:
     return {name: str(getattr(getattr(module, name), "best_config", None)) for name in names}
 
 
+def first_use_decision(shape: LayerShape, device: str) -> Dict[str, Any]:
+    """What ``auto``'s first-use check decides on ``shape`` (one AMP step, as the timed ones), and its cost.
+
+    The check runs twice: on the first step (with the Triton compilation and autotuning it
+    triggers), then, after its verdicts are forgotten, on compiled kernels, whose ``check_s``
+    is the check's own one-time cost, reported next to a steady step's time.
+    """
+    step = _amp("ours", shape, device, "auto")
+    previous = get_lc_kernel()
+    try:
+        step()
+        sync(device)
+        clear_first_use_checks()
+        step()
+        sync(device)
+        decisions = first_use_checks()
+        start = time.perf_counter()
+        step()
+        sync(device)
+        step_s = time.perf_counter() - start
+    finally:
+        set_lc_kernel(previous)
+    if not decisions:
+        return {"decision": "no check: auto does not try triton here (runs gather)", "step_ms": round(step_s * 1e3, 3)}
+    (geometry, verdict), = decisions.items()
+    return {"geometry": geometry, "kernel": verdict["kernel"], "error": verdict["error"],
+            "check_ms": round(verdict["check_s"] * 1e3, 3), "step_ms": round(step_s * 1e3, 3),
+            "check_over_step": round(verdict["check_s"] / step_s, 3)}
+
+
 def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
-    steps = {f"ours[{k}]": _amp(_make("ours", shape, device, torch.float32), device, k) for k in plan.kernels}
+    steps = {f"ours[{k}]": _amp("ours", shape, device, k) for k in plan.kernels}
     steps["floor"] = _make("floor", shape, device, torch.bfloat16)
-    steps["reference"] = _amp(_make("reference", shape, device, torch.float32), device)
-    steps["conv"] = _amp(_make("conv", shape, device, torch.float32), device)
+    steps["reference"] = _amp("reference", shape, device)
+    steps["conv"] = _amp("conv", shape, device)
     times = _time_interleaved(steps, plan.iters, plan.repeats, device)
     flops = _step_flops(shape)
     row: Dict[str, Any] = {
@@ -208,6 +241,7 @@ def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -
             row[kernel]["autotuned"] = _autotuned_configs()
     if {"triton", "gather"} <= set(plan.kernels):
         row["gather_over_triton"] = round(times["ours[gather]"] / times["ours[triton]"], 3)
+    row["auto_first_use"] = first_use_decision(shape, device)
     return row
 
 
