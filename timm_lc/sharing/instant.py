@@ -7,20 +7,30 @@ the reference's instant mode (``share_weights_instantly``, behind the paper's ne
 instead averages the residue classes *including* border positions: ``residue`` pools reproduce
 it exactly. ``full`` pools average all positions of a channel,
 turning the layer into a convolution with the mean kernel.
+
+Means are computed in float64 for float64 weights and in float32 otherwise, relative to a pool's
+first member (``blocks.pool_mean``): the result is the pool mean to the weight's precision, and
+sharing an already shared layer leaves it bitwise unchanged.
 """
 import torch
 
 from timm_lc.layers import LocallyConnected2d
 
-from .blocks import writable_filters
+from .blocks import compute_dtype, pool_mean, writable_filters
 from .pools import LayerPools
 
 
 @torch.no_grad()
 def instant_share_(layer: LocallyConnected2d, pools: LayerPools) -> None:
-    """Sets every pooled filter of ``layer`` to its pool mean (computed in fp32), in place."""
+    """Sets every pooled filter of ``layer`` to its pool mean, in place.
+
+    Args:
+        layer: The layer whose weight is overwritten.
+        pools: Its pools (``find_pools``); positions outside every pool are left alone.
+    """
     with writable_filters(layer) as flat:
+        dtype = compute_dtype(flat.dtype)
         for pos in pools.positions:
             pos = pos.to(flat.device)
-            mean = flat.index_select(0, pos).float().mean(0, keepdim=True)
-            flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape[1:]))
+            mean = pool_mean(flat.index_select(0, pos).to(dtype))
+            flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape))
