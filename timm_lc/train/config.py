@@ -108,7 +108,7 @@ class TrainConfig:
     report_to: str = _key("none", "experiment trackers, as Accelerate's log_with: all | none | a comma-separated "
                                   "list of tensorboard, wandb, trackio, comet_ml, mlflow, aim, clearml, dvclive, "
                                   "swanlab (logging to output_dir)")
-    progress: bool = _key(True, "show a progress bar (stderr)")
+    progress: bool = _key(True, "show a progress bar (stderr) when stdout and stderr are terminals")
     plots: bool = _key(True, "write plots/accuracy.png and plots/snr.png")
     name: Optional[str] = _key(None, "run name; unset: the recipe file's name (demo without a recipe)")
 
