@@ -116,7 +116,8 @@ def test_push_uploads_checkpoint_card_and_plots_in_one_commit(hub_server, pushed
     assert config["model_args"]["num_classes"] == 10
     assert "sleep" not in config  # one place: pretrained_cfg, which create_model gives back
     assert config["pretrained_cfg"]["sleep"] == model.sleep_cfg == {"every": 10, "mode": "hebbian", "pools": "paper",
-                                                  "iterations": 100, "batch_size": 128, "gamma": 1e-5, "lr": None}
+                                                  "iterations": 100, "batch_size": 128, "gamma": 1e-5, "lr": None,
+                                                  "pool_optimizer_state": False}
 
     card = files["README.md"].decode()
     meta = yaml.safe_load(card.split("---")[1])

@@ -209,7 +209,7 @@ def test_sleep_cfgs():
         else:
             assert model.sleep_cfg is None and "sleep" not in model.pretrained_cfg
     assert PAPER_SLEEP_CFG == dict(every=10, mode="hebbian", pools="paper", iterations=100, batch_size=128,
-                                   gamma=1e-5, lr=None)
+                                   gamma=1e-5, lr=None, pool_optimizer_state=False)
     features = timm.create_model("lc_resnet_tiny_hebb", features_only=True)
     assert features.pretrained_cfg["sleep"] == PAPER_SLEEP_CFG
     overlay = timm.create_model("lc_resnet_tiny", pretrained_cfg_overlay=dict(sleep=dict(PAPER_SLEEP_CFG, every=1)))

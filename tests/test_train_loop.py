@@ -36,13 +36,16 @@ def test_run_directory(demo_run):
     out, final = demo_run
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "metrics.jsonl", "recipe.yaml",
                                                 "checkpoints", "plots"}
-    assert {p.name for p in (out / "plots").iterdir()} == {"accuracy.png", "snr.png"}
+    assert {p.name for p in (out / "plots").iterdir()} == {"accuracy.png", "snr.png", "sharing_loss.png"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000004", "step_00000006"]  # last 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "sleep"] == [3, 6]
     assert [r["step"] for r in records if r["event"] == "eval"] == [3, 6]
     sleeps = [r for r in records if r["event"] == "sleep"]
     assert all(r["deviation_after"] < r["deviation_before"] and r["wall_time"] > 0 for r in sleeps)
+    assert all(r["loss_before"] > 0 and r["loss_after"] > 0 for r in sleeps)  # the sawtooth, around each share
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [e["snr"] for e in evals] == [s["snr_before"] for s in sleeps]  # SNR at a fixed phase: before a share
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "lc_resnet_tiny_hebb" and config["dataset"] == "demo"
     sleep = config["pretrained_cfg"]["sleep"]  # the one place of the run's sleep settings
@@ -64,7 +67,8 @@ def test_reloaded_run_sleeps_as_trained(demo_run):
     from timm_lc.train import SleepPhase
     out, _ = demo_run
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
-    expected = dict(every=3, mode="hebbian", pools="paper", iterations=4, batch_size=128, gamma=1e-5, lr=None)
+    expected = dict(every=3, mode="hebbian", pools="paper", iterations=4, batch_size=128, gamma=1e-5, lr=None,
+                    pool_optimizer_state=False)
     assert model.sleep_cfg == model.pretrained_cfg["sleep"] == expected
     sleep = SleepPhase.from_model(model)
     assert {k: getattr(sleep, k) for k in expected} == expected
@@ -120,6 +124,7 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
     # 8 batches per epoch, 20 steps: the run crosses epoch boundaries; dropout makes the RNG state matter
     args = SMALL + ["--max-steps", "20", "--checkpoint-every", "5", "--keep-checkpoints", "10", "--eval-every", "10",
                     "--sleep-every", "3", "--sleep-iterations", "4", "--model-kwargs", "{drop_rate: 0.3}",
+                    "--sleep-pool-optimizer-state", "true",
                     "--plots", "false"]
     cmd = [sys.executable, "-m", "timm_lc.train"] + args
     full, killed = tmp_path / "full", tmp_path / "killed"

@@ -37,7 +37,9 @@ def _series(records: List[Dict[str, Any]], event: str, key: str):
 
 
 def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str] = None) -> List[Path]:
-    """Writes ``accuracy.png`` (test/train accuracy vs step) and, if the run slept, ``snr.png``."""
+    """Writes ``accuracy.png`` (test/train accuracy vs step), ``snr.png`` (sharing SNR: just before and
+    after each share if the run slept, else at evaluation) and, if shares were probed,
+    ``sharing_loss.png`` (the training loss just before and just after each share)."""
     plt = _pyplot()
     records = read_metrics(metrics_path)
     out_dir = Path(out_dir)
@@ -58,15 +60,17 @@ def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str]
     save_figure(fig, out_dir / "accuracy.png", dpi=110, bbox_inches="tight")
     written.append(out_dir / "accuracy.png")
 
+    before_x, before_y = _series(records, "sleep", "snr_before")
     after_x, after_y = _series(records, "sleep", "snr")
-    eval_x, eval_y = _series(records, "eval", "snr")
-    if after_x or eval_x:
+    eval_x, eval_y = ([], []) if before_x else _series(records, "eval", "snr")  # a run without sleep
+    if before_x or eval_x:
         fig, ax = plt.subplots(figsize=(6, 4))
-        if after_x:
-            ax.plot(after_x, after_y, ".", markersize=3, label="after each sleep")
+        if before_x:
+            ax.plot(before_x, before_y, ".", markersize=3, label="just before each share")
+            ax.plot(after_x, after_y, ".", markersize=3, label="just after each share")
         if eval_x:
             ax.plot(eval_x, eval_y, marker="o", markersize=3, label="at evaluation")
-        positive = [v for v in after_y + eval_y if v and v > 0]
+        positive = [v for v in before_y + after_y + eval_y if v and v > 0]
         if positive and max(positive) / min(positive) > 100:
             ax.set_yscale("log")
         ax.set_xlabel("optimiser step")
@@ -76,6 +80,21 @@ def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str]
         ax.legend()
         save_figure(fig, out_dir / "snr.png", dpi=110, bbox_inches="tight")
         written.append(out_dir / "snr.png")
+
+    loss_x, loss_before = _series(records, "sleep", "loss_before")
+    if loss_x:  # the sawtooth: the training loss just before and just after each share
+        _, loss_after = _series(records, "sleep", "loss_after")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(loss_x, loss_before, ".", markersize=3, label="just before each share")
+        ax.plot(loss_x, loss_after, ".", markersize=3, label="just after each share")
+        ax.set_yscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("training loss (probe batch)")
+        ax.set_title(title or "training loss around each share")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        save_figure(fig, out_dir / "sharing_loss.png", dpi=110, bbox_inches="tight")
+        written.append(out_dir / "sharing_loss.png")
     return written
 
 

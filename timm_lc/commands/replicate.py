@@ -9,7 +9,7 @@ from typing import List, Optional
 
 from ..studies.replicate import (
     STUDIES, VARIANTS, gap_closed, ordering_checks, publish_checkpoints, run_study, study_setup, summarise,
-    write_results)
+    tune_study, write_results)
 
 __all__ = ["build_parser", "main"]
 
@@ -24,11 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"variants to train, of: {', '.join(VARIANTS)}")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
     parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's)")
+    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's; --tune chooses its own)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the study's)")
     parser.add_argument("--train-samples", type=int, default=None,
                         help="training images (default: the study's; digits: all 1,437)")
     parser.add_argument("--repeats", type=int, default=None, help="copies per image for lc_translations")
+    parser.add_argument("--tune", action="store_true",
+                        help="first choose each variant's optimiser (AdamW / SGD-momentum), lr and pooled optimiser "
+                             "state on 10%% of the training images held out (seed 0), then train every seed at it")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at a time, each on cpu_count/jobs threads")
     parser.add_argument("--output", default="recipes/results", help="where the results files go")
     parser.add_argument("--runs-dir", default=None, help="where the run directories go (default: runs/<study>)")
@@ -63,7 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec = STUDIES[args.dataset]
         variants = list(dict.fromkeys(args.variants))
         start = time.perf_counter()
-        runs = run_study(variants, list(seeds), setup, runs_dir, jobs=args.jobs)
+        selection, choices = tune_study(variants, setup, runs_dir, jobs=args.jobs) if args.tune else ([], None)
+        runs = run_study(variants, list(seeds), setup, runs_dir, jobs=args.jobs, choices=choices)
         summary = summarise(runs)
         train_samples = setup["max_train_samples"] or 1437
         results = {
@@ -73,6 +77,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "summary": summary, "ordering": ordering_checks(summary), "gap_closed": gap_closed(summary),
             "jobs": args.jobs, "wall_time_s": time.perf_counter() - start,
         }
+        if args.tune:
+            results.update(selection=selection, choices={v: c.to_dict() for v, c in choices.items()})
         if args.publish:
             results["published"] = publish_checkpoints(results, Path(args.manifest), output / "cards")
         paths = write_results(results, output)

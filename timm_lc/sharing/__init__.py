@@ -9,7 +9,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "share_weights_": ".api", "share_with_": ".api", "SleepDivergenceWarning": ".hebbian",
-    "sharing_snr": ".metrics", "LayerPools": ".pools", "find_pools": ".pools", "pool_ids": ".pools",
+    "sharing_snr": ".metrics", "LayerPools": ".pools", "pool_optimizer_state_": ".optimizer_state", "find_pools": ".pools", "pool_ids": ".pools",
     "LayerReport": ".report", "SharingReport": ".report", "contraction_factor": ".schedule",
     "max_stable_fan_in": ".schedule", "optimal_step": ".schedule", "step_sizes": ".schedule",
     "MODES": ".settings", "PAPER_SLEEP": ".settings", "POOL_MODES": ".settings", "SleepConfig": ".settings",

@@ -9,6 +9,7 @@ from torch import nn
 from .hebbian import HebbianRule, sleep_layer_
 from .instant import instant_share_
 from .metrics import lc_layers, pool_statistics, summarise
+from .optimizer_state import pool_optimizer_state_
 from .pools import find_pools
 from .rate import RateRule
 from .report import LayerReport, SharingReport
@@ -27,6 +28,7 @@ def share_weights_(
         lr: Optional[float] = None,
         seed: int = 0,
         layers: Optional[Collection[str]] = None,
+        optimizer: Optional[torch.optim.Optimizer] = None,
         **mode_options,
 ) -> SharingReport:
     """Shares the filters of every LocallyConnected2d in ``module`` (or ``module`` itself), in place.
@@ -49,8 +51,13 @@ def share_weights_(
     ``layers``: names (as in ``named_modules``) of the LC layers to share; None shares all. The
     others are left untouched and out of the report.
 
+    ``optimizer``: when given, the optimiser state it keeps for each shared layer's weight (every
+    state tensor shaped like the weight: Adam's moments, SGD's momentum buffer) is averaged over
+    the same pools as the weights (pooled optimiser state, ``SleepConfig.pool_optimizer_state``).
+
     Computes in float64 for float64 weights and float32 otherwise (autocast off) and writes back in
-    each weight's dtype, under no_grad; bias, gradients and optimiser state are untouched. The i-th LC layer of ``module`` draws its noise
+    each weight's dtype, under no_grad; bias, gradients and optimiser state are untouched. The i-th
+    LC layer of ``module`` draws its noise
     from its own ``torch.Generator`` on the weight's device seeded with ``seed + i``: the same seed
     gives bitwise the same result whichever subset of layers is shared (so processes can split a
     sleep), and the global RNG is not used. A layer whose sleep diverges is rolled back with a
@@ -59,13 +66,18 @@ def share_weights_(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     settings = SleepConfig(mode=mode, pools=pools, iterations=iterations, batch_size=batch_size, gamma=gamma,
-                           lr=lr, options=mode_options)  # validated before touching any layer
-    return share_with_(module, settings, seed=seed, layers=layers)
+                           lr=lr, pool_optimizer_state=optimizer is not None,
+                           options=mode_options)  # validated before touching any layer
+    report = share_with_(module, settings, seed=seed, layers=layers)
+    if optimizer is not None:
+        pool_optimizer_state_(optimizer, module, pools, layers=layers)
+    return report
 
 
 def share_with_(module: nn.Module, settings: SleepConfig, seed: int = 0,
                 layers: Optional[Collection[str]] = None) -> SharingReport:
-    """``share_weights_`` with its settings as one ``SleepConfig`` (``settings.every`` is not used here)."""
+    """``share_weights_`` with its settings as one ``SleepConfig`` (``settings.every`` and
+    ``settings.pool_optimizer_state`` are not used here: the caller pools the optimiser state)."""
     mode, pools, options = settings.mode, settings.pools, dict(settings.options)
     iterations, batch_size, gamma, lr = settings.iterations, settings.batch_size, settings.gamma, settings.lr
     rate_options = settings.rate_options

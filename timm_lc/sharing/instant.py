@@ -13,11 +13,30 @@ first member (``blocks.pool_mean``): the result is the pool mean to the weight's
 sharing an already shared layer leaves it bitwise unchanged.
 """
 import torch
+from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
 
 from .blocks import compute_dtype, pool_mean, writable_filters
 from .pools import LayerPools
+
+
+@torch.no_grad()
+def average_pools_(rows: Tensor, pools: LayerPools) -> None:
+    """Sets the rows of ``rows`` (output positions first) of every pool to the pool's mean, in place.
+
+    The mean is computed in ``compute_dtype`` (float64 for float64 tensors, float32 otherwise) by
+    ``pool_mean`` and cast back to ``rows.dtype``.
+
+    Args:
+        rows: (positions, ...) tensor: a layer's filters or an optimiser state shaped like them.
+        pools: The layer's pools.
+    """
+    dtype = compute_dtype(rows.dtype)
+    for pos in pools.positions:
+        pos = pos.to(rows.device)
+        mean = pool_mean(rows.index_select(0, pos).to(dtype))
+        rows.index_copy_(0, pos, mean.to(rows.dtype).expand(pos.numel(), *mean.shape))
 
 
 @torch.no_grad()
@@ -29,8 +48,4 @@ def instant_share_(layer: LocallyConnected2d, pools: LayerPools) -> None:
         pools: Its pools (``find_pools``); positions outside every pool are left alone.
     """
     with writable_filters(layer) as flat:
-        dtype = compute_dtype(flat.dtype)
-        for pos in pools.positions:
-            pos = pos.to(flat.device)
-            mean = pool_mean(flat.index_select(0, pos).to(dtype))
-            flat.index_copy_(0, pos, mean.to(flat.dtype).expand(pos.numel(), *mean.shape))
+        average_pools_(flat, pools)

@@ -44,7 +44,11 @@ def _aggregate(layers: List[LayerReport], key: str) -> Dict[str, Optional[float]
 
 @dataclass
 class SharingReport:
-    """All layers of one ``share_weights_`` call plus the settings it ran with."""
+    """All layers of one ``share_weights_`` call plus the settings it ran with.
+
+    ``loss_before`` / ``loss_after``: the training loss just before and just after the share, when
+    the caller measured it (``SleepPhase`` with a probe); None otherwise.
+    """
     mode: str
     pools: str
     iterations: int
@@ -53,6 +57,8 @@ class SharingReport:
     seed: int
     options: Dict[str, Any] = field(default_factory=dict)
     layers: List[LayerReport] = field(default_factory=list)
+    loss_before: Optional[float] = None
+    loss_after: Optional[float] = None
 
     @property
     def deviation_before(self) -> Optional[float]:
@@ -95,5 +101,6 @@ class SharingReport:
             "gamma": self.gamma, "seed": self.seed, "options": dict(self.options),
             "deviation_before": self.deviation_before, "deviation_after": self.deviation_after,
             "snr_before": self.snr_before, "snr": self.snr, "wall_time": self.wall_time,
-            "rolled_back": self.rolled_back, "layers": layers,
+            "rolled_back": self.rolled_back, "loss_before": self.loss_before, "loss_after": self.loss_after,
+            "layers": layers,
         }

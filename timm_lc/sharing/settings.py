@@ -39,6 +39,8 @@ class SleepConfig:
         pools: ``"paper"``, ``"residue"`` or ``"full"`` (see ``timm_lc.sharing.find_pools``).
         iterations, batch_size, gamma: Hebbian iterations, noise patches per iteration, anchor strength.
         lr: Hebbian step size; None is the fan-in normalised step.
+        pool_optimizer_state: also average, at every share, each optimiser state tensor shaped like an LC
+            weight (Adam's moments, SGD's momentum buffer) over the same pools (docs/method.md section 3).
         options: further ``share_weights_`` options: ``schedule``, ``check_every``, ``trace``, ``solver``
             (noise modes) and the rate dynamics' ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol``.
     """
@@ -49,6 +51,7 @@ class SleepConfig:
     batch_size: int = 128
     gamma: float = 1e-5
     lr: Optional[float] = None
+    pool_optimizer_state: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class SleepConfig:
             raise ValueError(f"gamma must be a number >= 0, got {self.gamma!r}")
         if self.lr is not None and not (_is_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be None (fan-in normalised) or a number > 0, got {self.lr!r}")
+        if not isinstance(self.pool_optimizer_state, bool):
+            raise ValueError(f"pool_optimizer_state must be True or False, got {self.pool_optimizer_state!r}")
         options = dict(self.options)
         allowed = set() if self.mode == "instant" else set(NOISE_OPTIONS) | (
             set(RATE_OPTIONS) if self.mode == "rate" else set())

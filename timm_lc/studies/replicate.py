@@ -6,23 +6,31 @@ independently translated copies of each image per batch), ``lc_instant_1`` / ``l
 ``lc_instant_100`` (the reference's instant sharing over ``residue`` pools, borders included,
 every 1 / 10 / 100 optimiser steps: the setting behind the paper's numbers) and ``lc_hebb_10``
 (the Hebbian sleep, whose limit instant sharing is, over the same pools every 10 steps). Every
-variant has the same architecture, budget and optimiser; the test set is i.i.d.
+variant has the same architecture and budget; the test set is i.i.d. (training and test images
+placed by the same law).
 
-* ``fashion-mnist``: Fashion-MNIST (real 28x28 photographs), zero-padded to 32x32 so the paper's
-  CIFAR ResNet-20 geometry applies (``lc_resnet20``, 1 input channel, stages 32/16/8 px;
-  widths narrowed to fit a CPU budget), trained on the first ``--train-samples`` training images,
-  tested on the standard 10,000 test images; flips on, no translation except ``lc_translations``
-  (the reference's CIFAR protocol).
+* ``fashion-mnist``: Fashion-MNIST's real photographs downscaled to 14x14 on a 24x24 canvas,
+  within +-4 px of the centre (``lc_resnet_tiny``'s widths), first ``--train-samples`` training
+  images, the standard 10,000 test images: a geometry where plain LC falls clearly below conv.
+  Its selection runs (``--tune``) train half the epochs, to fit the grid into a CPU budget.
 * ``digits``: the embedded scikit-learn digits on a 16x16 canvas (``lc_resnet_tiny``), placed
-  within +-``translate`` px of the centre in training *and* test (i.i.d.): the CI-sized check.
+  within +-``translate`` px of the centre in training *and* test: the CI-sized check.
+
+Without ``--tune`` every variant trains with the study's AdamW lr. With ``--tune`` (the
+reference launcher's protocol) each variant first picks its optimiser (AdamW or SGD with
+momentum 0.9), learning rate and, for sharing variants, pooled optimiser state on a grid, by
+accuracy on 10% of the training images held out (seed 0; a choice at the edge of the lr grid
+extends it), then trains every seed at its choice and is tested on the test split.
 
 Writes ``<name>.json`` (``{"dataset", "command", "setup", "train_samples", "image_size", "runs":
-[{"variant", "seed", "test_acc" (percent), ...}], "summary", "ordering", "gap_closed"}``),
-``<name>.md`` and ``<name>.png`` to ``--output`` (digits: ``replication.*``; Fashion-MNIST:
-``fashion_mnist.*``); run directories go under ``--runs-dir``. ``--smoke`` writes everything
-under ``--runs-dir``, never over committed results. ``--jobs N`` trains N runs at a time, each on
-its share of the CPU threads. With ``--publish``, the best sharing run and the best plain LC run
-get model cards and ``hub/manifest.json`` entries, ready for ``timm-lc push``.
+[{"variant", "seed", "test_acc" (percent), "optimizer", "lr", "pool_optimizer_state", ...}],
+"summary", "ordering", "gap_closed"}``, with ``--tune`` also ``"selection": [{"variant",
+"optimizer", "lr", "pool_optimizer_state", "val_acc", ...}]`` and ``"choices"``), ``<name>.md`` and
+``<name>.png`` to ``--output`` (digits: ``replication.*``; Fashion-MNIST: ``fashion_mnist.*``); run
+directories go under ``--runs-dir``. ``--smoke`` writes everything under ``--runs-dir``, never
+over committed results. ``--jobs N`` trains N runs at a time, each on its share of the CPU
+threads. With ``--publish``, the best sharing run and the best plain LC run get model cards and
+``hub/manifest.json`` entries, ready for ``timm-lc push``.
 """
 import math
 import os
@@ -30,12 +38,13 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._io import write_text_atomic
 
-__all__ = ["STUDIES", "VARIANTS", "SHARING_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
-           "ordering_checks", "gap_closed", "write_results", "publish_checkpoints", "main"]
+__all__ = ["STUDIES", "VARIANTS", "SHARING_VARIANTS", "Setting", "study_setup", "variant_config", "run_study",
+           "tuning_grid", "tune_study", "summarise", "ordering_checks", "gap_closed", "write_results",
+           "publish_checkpoints"]
 
 # Each variant is a set of TrainConfig keys over the common setup; nothing else differs between them.
 _INSTANT = dict(sleep=True, sleep_mode="instant", sleep_pools="residue")
@@ -71,17 +80,20 @@ class Study:
     image_size: int
     publish_tag: Optional[str] = None
     defaults: Dict[str, Any] = field(default_factory=dict)
+    tune_epochs: Optional[int] = None  # the selection runs' budget (None: the study's epochs)
 
 
 STUDIES: Dict[str, Study] = {
     "fashion-mnist": Study(
         results_name="fashion_mnist",
-        description=("Fashion-MNIST (real 28x28 greyscale photographs, 10 classes) zero-padded to 32x32; "
-                     "first {train_samples} training images, standard 10,000-image test split (i.i.d.)"),
-        model="lc_resnet20", model_kwargs={"channels": [8, 16, 32], "stem_width": 8},
-        data=dict(dataset="fashion-mnist", translate=0, hflip=True),
-        translations=dict(repeats=2, translate=2), epochs=2, lr=1e-3, batch_size=64, train_samples=10000,
-        image_size=32),
+        description=("Fashion-MNIST (real greyscale photographs of clothing, 10 classes) downscaled to 14x14 on a "
+                     "24x24 canvas, placed within +-{translate} px of the centre in training and test (i.i.d.); "
+                     "first {train_samples} training images, standard 10,000-image test split"),
+        model="lc_resnet_tiny", model_kwargs={},
+        data=dict(dataset="fashion-mnist", object_size=14, canvas_size=24, img_size=24, translate=4, test_shift=4,
+                  hflip=False),
+        translations=dict(repeats=4), epochs=8, lr=1e-2, batch_size=64, train_samples=4000, image_size=24,
+        tune_epochs=4),
     "digits": Study(
         results_name="replication",
         description=("scikit-learn digits (1,797 real 8x8 handwritten digits, embedded) on a 16x16 canvas, "
@@ -91,6 +103,30 @@ STUDIES: Dict[str, Study] = {
         translations=dict(repeats=4), epochs=20, lr=0.01, batch_size=64, train_samples=None, image_size=16,
         publish_tag="digits_replication"),
 }
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the tuning grid: optimiser (timm name), learning rate, pooled optimiser state."""
+    optimizer: str
+    lr: float
+    pool_optimizer_state: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"optimizer": self.optimizer, "lr": self.lr, "pool_optimizer_state": self.pool_optimizer_state}
+
+
+# the tuning grid: AdamW (the reference's) and SGD with momentum 0.9 (timm's "momentum"), 3 lrs each,
+# a factor ~3 apart; a choice at either end of its optimiser's list is extended by the same factor
+TUNE_LRS = {"adamw": (3e-3, 1e-2, 3e-2), "momentum": (0.03, 0.1, 0.3)}
+TUNE_FACTOR = 3.0
+TUNE_EXTENSIONS = 2  # at most this many extensions per variant
+VAL_FRACTION = 0.1  # held out of the training images for selection, as the reference's launcher
+
+
+def _milestones(epochs: int) -> List[int]:
+    """The lr decays (x0.25) at 1/2 and 3/4 of the epochs, as the reference's 100/150 of 200; none for 1 epoch."""
+    return sorted(m for m in {epochs // 2, (3 * epochs) // 4} if 0 < m < epochs)
 
 
 def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optional[float] = None,
@@ -108,7 +144,7 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
                        ("repeats", translations["repeats"])):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}: expected a positive integer, got {value!r}")
-    milestones = sorted(m for m in {epochs // 2, (3 * epochs) // 4} if 0 < m < epochs)  # none for 1 epoch
+    milestones = _milestones(epochs)
     return dict(
         spec.data, epochs=epochs, max_steps=max_steps, batch_size=batch_size or spec.batch_size, opt="adamw",
         lr=spec.lr if lr is None else lr, weight_decay=1e-4, sched="multistep", decay_milestones=milestones,
@@ -118,8 +154,12 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
         _study=study, _translations=translations)
 
 
-def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Path):
-    """The TrainConfig of one (variant, seed) run."""
+def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Path,
+                   setting: Optional[Setting] = None, selection: bool = False):
+    """The TrainConfig of one (variant, seed) run, at ``setting`` (default: the study's AdamW lr).
+
+    ``selection``: train on 90% of the training images and evaluate on the other 10% (tuning).
+    """
     from ..train.config import config_from_dict
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
@@ -130,14 +170,35 @@ def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Pat
     values["model_kwargs"] = dict(spec.model_kwargs, **({"locally_connected": False} if variant == "conv" else {}))
     if variant == "lc_translations":
         values.update(setup["_translations"])
-    values.update(seed=seed, name=f"{spec.results_name}-{variant}-seed{seed}",
-                  output_dir=str(runs_dir / variant / f"seed{seed}"), overwrite=True)
+    run = f"seed{seed}"
+    if setting is not None:
+        values.update(opt=setting.optimizer, lr=setting.lr)
+        if variant in SHARING_VARIANTS:
+            values["sleep_pool_optimizer_state"] = setting.pool_optimizer_state
+        run = f"{setting.optimizer}-lr{setting.lr:g}{'-pooled' if setting.pool_optimizer_state else ''}-{run}"
+    if selection:
+        values["val_fraction"] = VAL_FRACTION
+        if spec.tune_epochs is not None and values["max_steps"] is None:
+            values.update(epochs=spec.tune_epochs, decay_milestones=_milestones(spec.tune_epochs))
+        run = f"select-{run}"
+    values.update(seed=seed, name=f"{spec.results_name}-{variant}-{run}",
+                  output_dir=str(runs_dir / variant / run), overwrite=True)
     return config_from_dict(values, source=f"replication variant {variant!r}")
 
 
 def _init_worker(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
+
+
+def _epoch_losses(run_dir: str) -> List[float]:
+    """Mean training loss of each epoch, from the run's metrics (the convergence record)."""
+    from ..run_dir import METRICS_NAME, read_metrics
+    by_epoch: Dict[int, List[float]] = {}
+    for record in read_metrics(Path(run_dir) / METRICS_NAME):
+        if record.get("event") == "train":
+            by_epoch.setdefault(int(record["epoch"]), []).append(float(record["loss"]))
+    return [statistics.fmean(by_epoch[e]) for e in sorted(by_epoch)]
 
 
 def _train_one(cfg) -> Dict[str, Any]:
@@ -147,22 +208,20 @@ def _train_one(cfg) -> Dict[str, Any]:
     return {"test_acc": float(final["test_acc"]), "test_loss": final.get("test_loss"),
             "train_acc": final.get("train_acc"), "snr": final.get("snr"), "steps": final["step"],
             "num_sleeps": final.get("num_sleeps", 0), "sleep_time_s": final.get("sleep_time", 0.0),
+            "optimizer": cfg.opt, "lr": cfg.lr, "pool_optimizer_state": bool(cfg.sleep_pool_optimizer_state),
+            "epoch_train_loss": _epoch_losses(cfg.output_dir),
             "wall_time_s": time.perf_counter() - start, "run_dir": cfg.output_dir}
 
 
-def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, Any], runs_dir: Path,
-              jobs: int = 1, log=print) -> List[Dict[str, Any]]:
-    """Trains every (variant, seed), ``jobs`` at a time; returns one record per run, in run order."""
-    plan = [(v, s) for s in seeds for v in variants]
-    configs = [variant_config(v, s, setup, runs_dir) for v, s in plan]
-    records: List[Optional[Dict[str, Any]]] = [None] * len(plan)
+def _run_configs(configs: Sequence[Any], labels: Sequence[str], jobs: int, log) -> List[Dict[str, Any]]:
+    """Trains every config, ``jobs`` at a time; returns their records in the given order."""
+    records: List[Optional[Dict[str, Any]]] = [None] * len(configs)
 
     def done(i: int, result: Dict[str, Any]) -> None:
-        variant, seed = plan[i]
-        records[i] = {"variant": variant, "seed": seed, **result}
+        records[i] = result
         finished = sum(r is not None for r in records)
-        log(f"[{finished}/{len(plan)}] {variant} seed {seed}: test_acc {result['test_acc']:.2f}% "
-            f"({result['wall_time_s']:.0f} s)")
+        log(f"[{finished}/{len(configs)}] {labels[i]}: {'val' if configs[i].val_fraction else 'test'}_acc "
+            f"{result['test_acc']:.2f}% ({result['wall_time_s']:.0f} s)")
 
     if jobs == 1:
         for i, cfg in enumerate(configs):
@@ -177,6 +236,65 @@ def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, An
             for future in as_completed(futures):
                 done(futures[future], future.result())
     return [r for r in records if r is not None]
+
+
+def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, Any], runs_dir: Path,
+              jobs: int = 1, log=print, choices: Optional[Dict[str, Setting]] = None) -> List[Dict[str, Any]]:
+    """Trains every (variant, seed), at ``choices[variant]`` if given; returns one record per run, in run order."""
+    plan = [(v, s) for s in seeds for v in variants]
+    choices = choices or {}
+    configs = [variant_config(v, s, setup, runs_dir, setting=choices.get(v)) for v, s in plan]
+    results = _run_configs(configs, [f"{v} seed {s}" for v, s in plan], jobs, log)
+    return [{"variant": v, "seed": s, **r} for (v, s), r in zip(plan, results)]
+
+
+def tuning_grid(variant: str) -> List[Setting]:
+    """The settings a variant is selected from: each optimiser at its lrs, pooled state on and off when it shares."""
+    pooled = (False, True) if variant in SHARING_VARIANTS else (False,)
+    return [Setting(opt, lr, pool) for opt, lrs in TUNE_LRS.items() for lr in lrs for pool in pooled]
+
+
+def _edge_extension(best: Setting, tried: Sequence[Setting]) -> Optional[Setting]:
+    """The next lr beyond ``best`` when it is the lowest or highest tried for its optimiser and pooling."""
+    lrs = sorted(s.lr for s in tried if (s.optimizer, s.pool_optimizer_state) ==
+                 (best.optimizer, best.pool_optimizer_state))
+    if best.lr == lrs[-1]:
+        return Setting(best.optimizer, best.lr * TUNE_FACTOR, best.pool_optimizer_state)
+    if best.lr == lrs[0]:
+        return Setting(best.optimizer, best.lr / TUNE_FACTOR, best.pool_optimizer_state)
+    return None
+
+
+def tune_study(variants: Sequence[str], setup: Dict[str, Any], runs_dir: Path, jobs: int = 1,
+               log=print) -> Tuple[List[Dict[str, Any]], Dict[str, Setting]]:
+    """Selects each variant's setting on the held-out 10% (seed 0); returns (every selection record, choices).
+
+    The grid (``tuning_grid``) runs first for all variants; while a variant's best setting lies at
+    the edge of its lr range the range is extended (``TUNE_EXTENSIONS`` times at most).
+    """
+    selection: List[Dict[str, Any]] = []
+
+    def evaluate(pairs: Sequence[Tuple[str, Setting]]) -> None:
+        configs = [variant_config(v, 0, setup, runs_dir / "selection", setting=st, selection=True) for v, st in pairs]
+        labels = [f"select {v} {st.optimizer} lr {st.lr:g}{' pooled' if st.pool_optimizer_state else ''}"
+                  for v, st in pairs]
+        for (v, st), r in zip(pairs, _run_configs(configs, labels, jobs, log)):
+            selection.append({"variant": v, **st.to_dict(), "val_acc": r["test_acc"], "train_acc": r["train_acc"],
+                              "epoch_train_loss": r["epoch_train_loss"], "wall_time_s": r["wall_time_s"]})
+
+    def best(variant: str) -> Tuple[Setting, List[Setting]]:
+        rows = [r for r in selection if r["variant"] == variant]
+        top = max(rows, key=lambda r: r["val_acc"])
+        tried = [Setting(r["optimizer"], r["lr"], r["pool_optimizer_state"]) for r in rows]
+        return Setting(top["optimizer"], top["lr"], top["pool_optimizer_state"]), tried
+
+    evaluate([(v, st) for v in variants for st in tuning_grid(v)])
+    for _ in range(TUNE_EXTENSIONS):
+        extra = [(v, ext) for v in variants for ext in [_edge_extension(*best(v))] if ext is not None]
+        if not extra:
+            break
+        evaluate(extra)
+    return selection, {v: best(v)[0] for v in variants}
 
 
 def summarise(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -222,33 +340,56 @@ def gap_closed(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
     return {v: (s["mean"] - summary["lc"]["mean"]) / gap for v, s in summary.items() if v not in ("conv", "lc")}
 
 
-def _markdown(results: Dict[str, Any]) -> str:
+def _setting_text(setting: Dict[str, Any]) -> str:
+    name = {"adamw": "AdamW", "momentum": "SGD-m"}.get(setting["optimizer"], setting["optimizer"])
+    return f"{name} {setting['lr']:g}" + (" pooled" if setting.get("pool_optimizer_state") else "")
+
+
+def _convergence(runs: Sequence[Dict[str, Any]]) -> str:
+    """Mean relative change of the training loss over each run's last epoch, and the final train accuracy."""
+    changes = [abs(r["epoch_train_loss"][-1] - r["epoch_train_loss"][-2]) / r["epoch_train_loss"][-2]
+               for r in runs if len(r.get("epoch_train_loss") or []) >= 2]
+    train = [r["train_acc"] for r in runs if r.get("train_acc") is not None]
+    return (f"{100 * statistics.fmean(changes):.1f}%" if changes else "") + " | " + \
+        (f"{statistics.fmean(train):.1f}" if train else "")
+
+
+def _header(results: Dict[str, Any]) -> List[str]:
     setup = results["setup"]
     spec = STUDIES[setup["_study"]]
-    widths = spec.model_kwargs.get("channels")
-    arch = f"`{spec.model}`" + (f" at widths {'/'.join(map(str, widths))}" if widths else "")
     tr = setup["_translations"]
     decays = [m for m in setup["decay_milestones"] if m < setup["epochs"]]
     schedule = f"x{setup['decay_rate']} after epochs {decays}" if decays else "constant lr"
-    lines = [f"# Small-scale replication: {results['dataset']}", "",
-             f"Command: `{results['command']}`", "",
-             f"One architecture for every variant: {arch} ({results['image_size']}x{results['image_size']}, "
-             f"1 channel; its `_hebb` twin for the sharing variants, convolutions for `conv`); "
-             f"{setup['epochs']} epochs on {results['train_samples']} training images, batch {setup['batch_size']}, "
-             f"AdamW lr {setup['lr']} wd {setup['weight_decay']} ({schedule}); sharing over `residue` pools (borders included), instant or Hebbian "
-             f"(100 iterations on 128 noise samples, gamma 1e-05, fan-in normalised step); "
-             f"`lc_translations`: {tr['repeats']} copies per image"
-             + (f" translated by up to {tr['translate']} px" if tr.get("translate") else "")
-             + ". Test accuracy in percent, mean ± std over seeds.", "",
-             "| variant | test accuracy (%) | seeds | min | max | gap closed | time per run (s) |",
-             "|---|---|---|---|---|---|---|"]
+    optimiser = ("optimiser, lr and pooled optimiser state chosen per variant on 10% of the training images "
+                 "held out (seed 0; selection table below)" if results.get("choices") else
+                 f"AdamW lr {setup['lr']}") + f", wd {setup['weight_decay']} ({schedule})"
+    return [f"# Small-scale replication: {results['dataset']}", "", f"Command: `{results['command']}`", "",
+            f"One architecture for every variant: `{spec.model}` ({results['image_size']}x{results['image_size']}, "
+            f"1 channel; its `_hebb` twin for the sharing variants, convolutions for `conv`); "
+            f"{setup['epochs']} epochs on {results['train_samples']} training images, batch {setup['batch_size']}, "
+            f"{optimiser}; sharing over `residue` pools (borders included), instant or Hebbian "
+            f"(100 iterations on 128 noise samples, gamma 1e-05, fan-in normalised step); "
+            f"`lc_translations`: {tr['repeats']} copies per image"
+            + (f" translated by up to {tr['translate']} px" if tr.get("translate") else "")
+            + ". Test accuracy in percent, mean ± std over seeds.", ""]
+
+
+def _markdown(results: Dict[str, Any]) -> str:
+    choices = results.get("choices") or {}
+    lines = _header(results) + [
+        "| variant | setting | test accuracy (%) | seeds | min | max | gap closed | last-epoch loss change | "
+        "train acc (%) | time per run (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, s in results["summary"].items():
         closed = results["gap_closed"].get(variant)
-        lines.append(f"| `{variant}` | {s['mean']:.1f} ± {s['std']:.1f} | {s['n']} | {s['min']:.1f} | "
-                     f"{s['max']:.1f} | {'' if closed is None else f'{100 * closed:.0f}%'} | {s['wall_time_s']:.0f} |")
+        runs = [r for r in results["runs"] if r["variant"] == variant]
+        setting = choices.get(variant) or runs[0]
+        lines.append(f"| `{variant}` | {_setting_text(setting)} | {s['mean']:.1f} ± {s['std']:.1f} | {s['n']} | "
+                     f"{s['min']:.1f} | {s['max']:.1f} | {'' if closed is None else f'{100 * closed:.0f}%'} | "
+                     f"{_convergence(runs)} | {s['wall_time_s']:.0f} |")
     gap_note = ("`gap closed`: (variant - lc) / (conv - lc), in mean accuracy." if results["gap_closed"] else
                 "`gap closed`: none, there is no gap to close here (conv is not above lc).")
-    lines += ["", gap_note, "",
+    lines += ["", gap_note + " `last-epoch loss change`: relative change of the mean training loss from the "
+              "second-last to the last epoch (convergence); `train acc`: running accuracy of the last epoch.", "",
               f"Total wall time: {results['wall_time_s'] / 60:.1f} min ({results['jobs']} run(s) at a time).", "",
               "The paper's ordering, pair by pair (`within noise`: the difference of the means is smaller "
               "than their combined std):", "", "| pair | difference (points) | holds | within noise |",
@@ -256,6 +397,15 @@ def _markdown(results: Dict[str, Any]) -> str:
     for c in results["ordering"]:
         lines.append(f"| {c['pair']} | {c['difference']:+.1f} | {'yes' if c['holds'] else 'no'} | "
                      f"{'yes' if c['within_noise'] else 'no'} |")
+    if results.get("selection"):
+        spec = STUDIES[results["setup"]["_study"]]
+        lines += ["", f"Selection (seed 0, {spec.tune_epochs or results['setup']['epochs']} epochs on 90% of the "
+                  f"training images, validation accuracy on the held-out 10%, percent; **chosen**):", "",
+                  "| variant | setting | val acc | last-epoch loss change | train acc |", "|---|---|---|---|---|"]
+        for row in results["selection"]:
+            chosen = choices.get(row["variant"]) == {k: row[k] for k in ("optimizer", "lr", "pool_optimizer_state")}
+            val = f"**{row['val_acc']:.1f}**" if chosen else f"{row['val_acc']:.1f}"
+            lines.append(f"| `{row['variant']}` | {_setting_text(row)} | {val} | {_convergence([row])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -59,8 +59,12 @@ class TrainConfig:
     max_eval_samples: Optional[int] = _key(None, "evaluate only the first N images")
     num_workers: int = _key(0, "data loader worker processes")
     translate: int = _key(4, "training-time random translation: max pixels per axis (random-crop padding)")
-    test_shift: int = _key(4, "demo only: max translation of the (fixed) test placements")
-    canvas_size: int = _key(16, "demo only: the 8x8 digits are placed on a canvas of this size")
+    test_shift: int = _key(4, "demo and object_size: max translation of the (fixed) test placements")
+    canvas_size: int = _key(16, "demo and object_size: the images (digits: 8x8) are placed on a canvas of this size")
+    object_size: Optional[int] = _key(None, "resize each image to this size and place it on the canvas, within "
+                                            "translate px of the centre in training, test_shift px in test")
+    val_fraction: float = _key(0.0, "hold out this fraction of the training images (fixed) and evaluate on it "
+                                    "instead of the test split: model selection (the reference's launcher: 0.1)")
     hflip: bool = _key(False, "random horizontal flips")
     repeats: int = _key(1, "the paper's translation baseline: n augmented copies of each image per batch")
     # optimisation
@@ -98,6 +102,9 @@ class TrainConfig:
     sleep_batch_size: Optional[int] = _key(None, "noise images per Hebbian iteration; unset: the model's")
     sleep_gamma: Optional[float] = _key(None, "Hebbian anchor strength gamma; unset: the model's")
     sleep_lr: Optional[float] = _key(None, "Hebbian step size; unset: the model's")
+    sleep_pool_optimizer_state: Optional[bool] = _key(
+        None, "also average the optimiser state (Adam's moments, SGD's momentum) over the pools at every share; "
+              "unset: the model's (off, as the reference)")
     # run bookkeeping
     seed: int = _key(0, "seed of model init, data order, augmentation and sleep noise")
     output_dir: Optional[str] = _key(None, "run directory; unset: runs/<name>")
@@ -121,7 +128,7 @@ class TrainConfig:
         """The ``sleep_*`` keys that are set, named as ``SleepConfig`` fields."""
         values = dict(every=self.sleep_every, mode=self.sleep_mode, pools=self.sleep_pools,
                       iterations=self.sleep_iterations, batch_size=self.sleep_batch_size, gamma=self.sleep_gamma,
-                      lr=self.sleep_lr)
+                      lr=self.sleep_lr, pool_optimizer_state=self.sleep_pool_optimizer_state)
         return {k: v for k, v in values.items() if v is not None}
 
     def sleep_settings(self, model_sleep: Optional[Mapping[str, Any]]) -> Optional[SleepConfig]:
@@ -160,6 +167,12 @@ class TrainConfig:
                 SleepConfig(**{key: value})
             except ValueError as err:
                 raise ValueError(f"config key 'sleep_{key}': {err}") from None
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"config key 'val_fraction': expected a value in [0, 1), got {self.val_fraction}")
+        positive("object_size", allow_none=True)
+        if self.object_size is not None and self.object_size > self.canvas_size:
+            raise ValueError(f"config key 'object_size': expected <= canvas_size ({self.canvas_size}), "
+                             f"got {self.object_size}")
         if self.canvas_size < 8:
             raise ValueError(f"config key 'canvas_size': expected >= 8 (the digits are 8x8), got {self.canvas_size}")
         if self.overwrite and self.resume:
@@ -364,7 +377,8 @@ def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with what depends on the model and the machine filled in, as the run will use it.
 
-    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo: its canvas);
+    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo and ``object_size``
+    placements: the canvas);
     ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``decay_milestones``: ``scaled_milestones``
     unless set (they scale with ``epochs``). Checks the model name and the trackers.
     """
@@ -372,7 +386,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     from accelerate.utils import parse_flag_from_env
     cfg.validate()
     native = _model_input_size(cfg.model)
-    img_size = cfg.img_size or (None if cfg.dataset == "demo" else native)
+    img_size = cfg.img_size or (None if cfg.dataset == "demo" or cfg.object_size else native)  # the canvas
     on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
     trackers_for(cfg.report_to)

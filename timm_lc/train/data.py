@@ -16,7 +16,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -26,16 +26,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .config import TrainConfig
 from . import fashion_mnist
 from .demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas
+from .canvas import PlaceOnCanvas
 from .seeding import derive_seed, seeded
 
 __all__ = [
     "DatasetSpec", "DATASETS", "DataBundle", "DatasetUnavailableError", "EpochSampler", "RepeatedViews",
-    "ImageDataset", "build_data", "build_train_loader", "build_eval_loader", "load_hf_split", "resolve_spec",
+    "ImageDataset", "build_data", "holdout_split", "build_train_loader", "build_eval_loader", "load_hf_split", "resolve_spec",
 ]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
+
+
+EVAL_SEED = 1  # seeds any random evaluation transform per image, whatever the training seed
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -239,8 +243,9 @@ class ImageDataset(Dataset):
         image = row[self.image_column]
         if hasattr(image, "mode") and image.mode != self.mode:
             image = image.convert(self.mode)
-        if epoch is None:
-            return self.transform(image), int(row[self.label_column])
+        if epoch is None:  # evaluation: a random transform (a canvas placement) is fixed per image
+            with seeded(derive_seed(EVAL_SEED, index)):
+                return self.transform(image), int(row[self.label_column])
         with seeded(derive_seed(self.seed, epoch, index, repeat)):
             return self.transform(image), int(row[self.label_column])
 
@@ -336,34 +341,82 @@ def _imagenet_transforms(img_size: int, crop_pct: float, hflip: bool, mean, std)
     return train, test
 
 
-def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
-    """The train/eval data sets named by the config (``with_train=False``: eval only, train is None)."""
-    if cfg.dataset == "demo":
-        size = cfg.img_size or cfg.canvas_size
-        if size != cfg.canvas_size:
-            raise ValueError(f"demo data set: img_size ({size}) must equal canvas_size ({cfg.canvas_size})")
-        train = DigitsCanvas("train", cfg.canvas_size, cfg.translate, seed=cfg.seed,
-                             max_samples=cfg.max_train_samples) if with_train else None
-        test = DigitsCanvas("test", cfg.canvas_size, cfg.test_shift, seed=cfg.seed, max_samples=cfg.max_eval_samples)
-        return DataBundle("demo", train, test, 10, 1, cfg.canvas_size, DIGITS_MEAN, DIGITS_STD)
+HOLDOUT_SEED = 0  # the held-out validation images are the same for every seed and variant
 
+
+def holdout_split(num_images: int, fraction: float) -> Tuple[List[int], List[int]]:
+    """(kept, held out) indices: a fixed random ``fraction`` of ``num_images`` held out, each list ascending."""
+    held = max(1, round(num_images * fraction))
+    if held >= num_images:
+        raise ValueError(f"val_fraction {fraction} of {num_images} training images leaves none to train on")
+    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(HOLDOUT_SEED)).tolist()
+    return sorted(order[held:]), sorted(order[:held])
+
+
+def _demo_data(cfg: TrainConfig, with_train: bool) -> DataBundle:
+    size = cfg.img_size or cfg.canvas_size
+    if size != cfg.canvas_size:
+        raise ValueError(f"demo data set: img_size ({size}) must equal canvas_size ({cfg.canvas_size})")
+    kept = held = None
+    if cfg.val_fraction:
+        kept, held = holdout_split(len(DigitsCanvas("train", cfg.canvas_size, max_samples=cfg.max_train_samples)),
+                                   cfg.val_fraction)
+    train = DigitsCanvas("train", cfg.canvas_size, cfg.translate, seed=cfg.seed, max_samples=cfg.max_train_samples,
+                         indices=kept) if with_train else None
+    if held is None:
+        test = DigitsCanvas("test", cfg.canvas_size, cfg.test_shift, seed=cfg.seed, max_samples=cfg.max_eval_samples)
+    else:  # the held-out training images, placed as test images are (fixed, within test_shift)
+        test = DigitsCanvas("train", cfg.canvas_size, cfg.test_shift, seed=cfg.seed, max_samples=cfg.max_train_samples,
+                            indices=held[:cfg.max_eval_samples], fixed_placement=True)
+    return DataBundle("demo", train, test, 10, 1, cfg.canvas_size, DIGITS_MEAN, DIGITS_STD)
+
+
+def _canvas_transforms(cfg: TrainConfig, mean, std):
+    """Each image resized to ``object_size`` and placed on a black ``canvas_size`` canvas (``canvas``)."""
+    from torchvision import transforms as T
+    from timm.data.transforms import MaybeToTensor
+    head, tail = [T.Resize((cfg.object_size, cfg.object_size)), MaybeToTensor()], [T.Normalize(mean, std)]
+    train = head + [PlaceOnCanvas(cfg.canvas_size, cfg.translate)] + ([T.RandomHorizontalFlip()] if cfg.hflip else [])
+    return T.Compose(train + tail), T.Compose(head + [PlaceOnCanvas(cfg.canvas_size, cfg.test_shift)] + tail)
+
+
+def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
+    """The train/eval data sets named by the config (``with_train=False``: eval only, train is None).
+
+    With ``val_fraction`` the evaluation set is that fraction of the training images, held out
+    (the test split is not read); with ``object_size`` every image is placed on a canvas
+    (``canvas``).
+    """
+    if cfg.dataset == "demo":
+        return _demo_data(cfg, with_train)
     spec = resolve_spec(cfg.dataset)
     source = spec.hub_id if spec else cfg.dataset
-    eval_split = cfg.eval_split or (spec.eval_split if spec else "test")
-    eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path, cfg.max_eval_samples)
-    image_col, label_col = _find_columns(eval_src, cfg.image_column or (spec.image_column if spec else None),
-                                         cfg.label_column or (spec.label_column if spec else None))
-    train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path,
-                              cfg.max_train_samples) if with_train else None
-    if train_src is not None and cfg.max_train_samples is not None:
-        train_src = train_src.select(range(min(cfg.max_train_samples, len(train_src))))
+    train_src = None
+    if with_train or cfg.val_fraction:
+        train_src = load_hf_split(source, cfg.train_split, cfg.data_dir, cfg.dataset_path, cfg.max_train_samples)
+        if cfg.max_train_samples is not None:
+            train_src = train_src.select(range(min(cfg.max_train_samples, len(train_src))))
+    if cfg.val_fraction:
+        kept, held = holdout_split(len(train_src), cfg.val_fraction)
+        train_src, eval_src = train_src.select(kept), train_src.select(held)
+    else:
+        eval_split = cfg.eval_split or (spec.eval_split if spec else "test")
+        eval_src = load_hf_split(source, eval_split, cfg.data_dir, cfg.dataset_path, cfg.max_eval_samples)
     if cfg.max_eval_samples is not None:
         eval_src = eval_src.select(range(min(cfg.max_eval_samples, len(eval_src))))
+    image_col, label_col = _find_columns(eval_src, cfg.image_column or (spec.image_column if spec else None),
+                                         cfg.label_column or (spec.label_column if spec else None))
     num_classes = spec.num_classes if spec else _num_classes(train_src if train_src is not None else eval_src,
                                                                label_col)
     mean, std = (spec.mean, spec.std) if spec else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     img_size = cfg.img_size or (spec.img_size if spec else 224)
-    if spec is None or spec.style == "imagenet":
+    if cfg.object_size:
+        if cfg.img_size and cfg.img_size != cfg.canvas_size:
+            raise ValueError(f"object_size placements: img_size ({cfg.img_size}) must equal canvas_size "
+                             f"({cfg.canvas_size})")
+        img_size = cfg.canvas_size
+        train_tf, test_tf = _canvas_transforms(cfg, mean, std)
+    elif spec is None or spec.style == "imagenet":
         train_tf, test_tf = _imagenet_transforms(img_size, spec.crop_pct if spec else 0.875, cfg.hflip, mean, std)
     else:
         train_tf, test_tf = _small_transforms(img_size, spec, cfg.translate, cfg.hflip, mean, std)

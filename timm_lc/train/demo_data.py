@@ -7,12 +7,13 @@ per image (within ``test_shift`` pixels). A convolution recognises a digit anywh
 connected net must learn every position separately, which is what weight sharing repairs.
 The train/test split is fixed (independent of the training seed): 1,437 train, 360 test images.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .canvas import placement_range
 from .seeding import derive_seed
 
 __all__ = ["DigitsCanvas", "load_digits_split", "DIGITS_MEAN", "DIGITS_STD"]
@@ -43,24 +44,25 @@ class DigitsCanvas(torch.utils.data.Dataset):
 
     ``train=True`` draws the placement from a generator seeded by (seed, epoch, i, repeat), so the data
     is reproducible and independent of any global RNG (exact resume, any number of workers).
-    The test split uses one fixed placement per image.
+    The test split uses one fixed placement per image. ``indices`` keeps those images of the split
+    (after ``max_samples``); ``fixed_placement`` (default: test split only) places each image once.
     """
 
     def __init__(self, split: str = "train", canvas_size: int = 16, translate: int = 4, seed: int = 0,
-                 max_samples: Optional[int] = None, normalize: bool = True):
-        if canvas_size < DIGIT_SIZE:
-            raise ValueError(f"canvas_size: expected >= {DIGIT_SIZE}, got {canvas_size}")
+                 max_samples: Optional[int] = None, normalize: bool = True,
+                 indices: Optional[Sequence[int]] = None, fixed_placement: Optional[bool] = None):
         self.images, self.labels = load_digits_split(split)
         if max_samples is not None:
             self.images, self.labels = self.images[:max_samples], self.labels[:max_samples]
+        if indices is not None:
+            index = torch.as_tensor(list(indices), dtype=torch.long)
+            self.images, self.labels = self.images[index], self.labels[index]
         self.canvas_size = canvas_size
         self.translate = translate
         self.seed = seed
-        self.train = split == "train"
+        self.train = split == "train" if fixed_placement is None else not fixed_placement
         self.normalize = normalize
-        free = canvas_size - DIGIT_SIZE
-        self._centre = free // 2
-        self._lo, self._hi = max(0, self._centre - translate), min(free, self._centre + translate)
+        self._lo, self._hi = placement_range(canvas_size, DIGIT_SIZE, translate)
         if not self.train:
             gen = torch.Generator().manual_seed(SPLIT_SEED + 1)
             self._fixed = torch.randint(self._lo, self._hi + 1, (len(self.labels), 2), generator=gen)

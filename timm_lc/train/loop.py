@@ -117,12 +117,27 @@ def build_sleep(cfg: TrainConfig, model: nn.Module) -> Optional[SleepPhase]:
     return None if settings is None else SleepPhase.from_settings(settings, seed=cfg.seed)
 
 
-_REPORT_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "wall_time", "rolled_back")
+_REPORT_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "wall_time", "rolled_back",
+                "loss_before", "loss_after")
+PROBE_IMAGES = 32  # images of the current batch whose loss is measured just before and after each share
 
 
 def _report_summary(report: Any) -> Dict[str, Any]:
     """The aggregates of a SharingReport (the per-layer entries stay out of metrics.jsonl)."""
     return {k: getattr(report, k) for k in _REPORT_KEYS if hasattr(report, k)}
+
+
+@torch.no_grad()
+def _probe_loss(module: nn.Module, images: torch.Tensor, targets: torch.Tensor, accelerator: Any) -> float:
+    """The training loss of ``module`` on the first ``PROBE_IMAGES`` of a batch, leaving the model as it was.
+
+    Training-mode forward (batch statistics, as the training loss) on copies of the buffers, so
+    BatchNorm's running statistics are not changed by the measurement.
+    """
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    with accelerator.autocast():
+        logits = torch.func.functional_call(module, buffers, (images[:PROBE_IMAGES],), strict=False)
+        return F.cross_entropy(logits.float(), targets[:PROBE_IMAGES]).item()
 
 
 def _total_snr(model: nn.Module, pools: str) -> Optional[float]:
@@ -249,7 +264,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     scheduler.step(epoch)
     scheduler.step_update(step)
 
-    snr_pools = sleep.pools if sleep is not None else "paper"
+    last_share_snr: Optional[float] = None
     has_lc = any(isinstance(m, LocallyConnected2d) for m in unwrapped.modules())
     last_eval: Dict[str, Any] = {}
     last_eval_step, last_ckpt_step = -1, step if cfg.resume else -1
@@ -260,8 +275,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         if ema is not None:
             values["ema_test_acc"] = evaluate_accuracy(ema.module, eval_loader, accelerator,
                                                        channels_last=cfg.channels_last)["accuracy"]
-        if has_lc:
-            values["snr"] = _total_snr(unwrapped, snr_pools)
+        if has_lc:  # a sleeping run's SNR at a fixed phase of the cycle: just before the last share
+            values["snr"] = _total_snr(unwrapped, "paper") if sleep is None else last_share_snr
         if train_count:
             counts = accelerator.reduce(torch.stack([train_correct, train_correct.new_tensor(train_count)]),
                                         reduction="sum")
@@ -341,8 +356,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                     continue
                 step += 1
                 if sleep is not None:
-                    report = sleep.step(accelerator, model)
+                    report = sleep.step(accelerator, model, optimizer=optimizer,
+                                        probe=lambda: _probe_loss(unwrapped, images, targets, accelerator))
                     if report is not None:
+                        last_share_snr = report.snr_before
                         log("sleep", step, **_report_summary(report))
                 if ema is not None:
                     ema.update(unwrapped, step=step)

@@ -2,7 +2,10 @@
 
 Call ``sleep.step(accelerator, model)`` after every optimiser step. Every ``every`` real
 optimiser steps it pauses training and runs ``timm_lc.sharing.share_weights_`` on the unwrapped
-model (the paper's sleep phase; optimiser state untouched). The sleep noise is seeded by
+model (the paper's sleep phase; the optimiser state is untouched unless ``pool_optimizer_state``,
+which averages it over the same pools). Given a ``probe`` (a callable returning a loss), the
+loss just before and just after each share is recorded in the report (``loss_before``,
+``loss_after``): the sawtooth that sharing draws on the training loss. The sleep noise is seeded by
 (seed, step), so a resumed run repeats it exactly. Under DDP the noise-driven sleep (Hebbian,
 rate) is split across processes: each computes its share of the layers (balanced by weight
 count) and broadcasts them, so the sleep's wall time falls with the number of processes, with
@@ -16,11 +19,12 @@ FSDP, DeepSpeed and Megatron shard the LC weights, which the sleep must see whol
 import os
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
+from ..sharing.report import SharingReport
 from ..sharing.settings import SleepConfig
 from .seeding import derive_seed
 
@@ -99,6 +103,8 @@ class SleepPhase:
             (all positions: exact convolution).
         iterations, batch_size, gamma, lr: Hebbian sleep settings (``lr=None``: fan-in normalised);
             all the sleep settings are validated, and kept, as one ``SleepConfig`` (``self.settings``).
+        pool_optimizer_state: at every share also average the optimiser's state tensors shaped like an
+            LC weight over the same pools (pass the optimiser to ``step``); off in the reference.
         seed: base seed; the noise of the sleep after step ``s`` is seeded by ``(seed, s)``.
         sync: under multi-process runs, before each sleep ``"check"`` fingerprints parameters across
             processes and repairs mismatches, ``"broadcast"`` always broadcasts them from process 0,
@@ -108,11 +114,12 @@ class SleepPhase:
     """
 
     def __init__(self, every: int = 10, mode: str = "hebbian", pools: str = "paper", iterations: int = 100,
-                 batch_size: int = 128, gamma: float = 1e-5, lr: Optional[float] = None, seed: int = 0,
-                 sync: str = "check", **options: Any):
+                 batch_size: int = 128, gamma: float = 1e-5, lr: Optional[float] = None,
+                 pool_optimizer_state: bool = False, seed: int = 0, sync: str = "check", **options: Any):
         try:
             settings = SleepConfig(every=every, mode=mode, pools=pools, iterations=iterations,
-                                   batch_size=batch_size, gamma=gamma, lr=lr, options=options)
+                                   batch_size=batch_size, gamma=gamma, lr=lr,
+                                   pool_optimizer_state=pool_optimizer_state, options=options)
         except ValueError as err:
             raise ValueError(f"SleepPhase: {err}") from None
         if sync not in SYNC:
@@ -137,6 +144,8 @@ class SleepPhase:
     batch_size = property(lambda self: self.settings.batch_size, doc="noise patches per Hebbian iteration")
     gamma = property(lambda self: self.settings.gamma, doc="Hebbian anchor strength")
     lr = property(lambda self: self.settings.lr, doc="Hebbian step size (None: fan-in normalised)")
+    pool_optimizer_state = property(lambda self: self.settings.pool_optimizer_state,
+                                    doc="whether each share also pools the optimiser state")
     options = property(lambda self: dict(self.settings.options), doc="further share_weights_ options")
 
     @classmethod
@@ -162,11 +171,22 @@ class SleepPhase:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def step(self, accelerator, model: nn.Module):
-        """Counts a real optimiser step and sleeps when one is due; returns the SharingReport or None.
+    def step(self, accelerator, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+             probe: Optional[Callable[[], float]] = None) -> Optional[SharingReport]:
+        """Counts a real optimiser step and sleeps when one is due.
 
         Micro-steps of gradient accumulation (``accelerator.sync_gradients`` False) and optimiser
         steps skipped by the fp16 grad scaler are not counted.
+
+        Args:
+            accelerator: the run's ``Accelerator``.
+            model: the (prepared) model.
+            optimizer: the (prepared) optimiser; required when ``pool_optimizer_state`` is on.
+            probe: returns the training loss of the current weights (e.g. on the current batch, without
+                side effects); called just before and just after the share.
+
+        Returns:
+            The ``SharingReport`` of the sleep (``loss_before``/``loss_after`` set with a probe), or None.
         """
         _refuse_sharded(accelerator.distributed_type)
         if not accelerator.sync_gradients or accelerator.optimizer_step_was_skipped:
@@ -174,13 +194,18 @@ class SleepPhase:
         self.num_updates += 1
         if self.num_updates % self.every:
             return None
-        return self.sleep(accelerator, model)
+        return self.sleep(accelerator, model, optimizer=optimizer, probe=probe)
 
     @torch.no_grad()
-    def sleep(self, accelerator, model: nn.Module):
+    def sleep(self, accelerator, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
+              probe: Optional[Callable[[], float]] = None) -> SharingReport:
         """Runs one sleep phase now (seeded by the current step) and synchronises the processes."""
-        from timm_lc.sharing import share_with_
+        from timm_lc.sharing import pool_optimizer_state_, share_with_
         _refuse_sharded(accelerator.distributed_type)
+        if self.pool_optimizer_state and optimizer is None:
+            raise ValueError("SleepPhase(pool_optimizer_state=True) needs the optimiser: call "
+                             "sleep.step(accelerator, model, optimizer=optimizer)")
+        loss_before = probe() if probe is not None else None
         module = accelerator.unwrap_model(model, keep_torch_compile=False)
         start = time.perf_counter()
         processes = accelerator.num_processes
@@ -191,12 +216,16 @@ class SleepPhase:
         report = share_with_(module, self.settings, seed=derive_seed(self.seed, self.num_updates), layers=mine)
         if owners is not None:
             self._gather_split(accelerator, module, owners, report)
+        if self.pool_optimizer_state:  # every process pools every layer: the same arithmetic everywhere
+            pool_optimizer_state_(optimizer, module, self.pools)
         if processes > 1 and self.sync != "none":
             import torch.distributed as dist
             for buffer in module.buffers():
                 dist.broadcast(buffer.data, src=0)
         self.sleep_time += time.perf_counter() - start
         self.num_sleeps += 1
+        if probe is not None:
+            report.loss_before, report.loss_after = loss_before, probe()
         return report
 
     @staticmethod
