@@ -106,6 +106,30 @@ def test_cifar_stem_and_feature_reductions():
     assert tin.img_size == (48, 48) and tin.num_classes == 200 and tin.pretrained_cfg["pool_size"] == (12, 12)
 
 
+def test_resized_or_rechannelled_model_reports_its_input_size_to_timm():
+    from PIL import Image
+    for kwargs, size in ((dict(img_size=64), (3, 64, 64)), (dict(in_chans=1), (1, 32, 32)),
+                         (dict(img_size=(40, 48), in_chans=1), (1, 40, 48)), ({}, (3, 32, 32))):
+        model = timm.create_model("lc_resnet20", **kwargs)
+        assert timm.data.resolve_model_data_config(model)["input_size"] == size, kwargs
+        assert model.pretrained_cfg is model.default_cfg
+    features = timm.create_model("lc_resnet_tiny", img_size=24, in_chans=2, features_only=True)
+    assert timm.data.resolve_model_data_config(features)["input_size"] == (2, 24, 24)
+    # timm's own eval transform now feeds the model images it accepts
+    model = timm.create_model("lc_resnet_tiny", img_size=20).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    image = transform(Image.new("RGB", (50, 37), (10, 120, 200)))
+    assert image.shape == (3, 20, 20) and model(image[None]).shape == (1, 10)
+
+
+def test_wrong_channels_name_in_chans():
+    model = timm.create_model("lc_resnet_tiny", in_chans=1).eval()
+    with pytest.raises(ValueError, match=r"got \(2, 3, 16, 16\); build it with in_chans=3 for 3-channel images$"):
+        model(torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match=r"in_chans=3 for 3-channel images and img_size=\(H, W\)"):
+        model(torch.randn(2, 3, 8, 8))
+
+
 def test_imagenet_stem_and_stage_shapes():
     model = timm.create_model("lc_resnet18_half", device="meta")
     assert model.conv1.kernel_size == (7, 7) and model.conv1.output_size == (112, 112)

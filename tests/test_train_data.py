@@ -138,3 +138,48 @@ def test_place_on_canvas_against_the_placed_pixels():
         assert canvas.sum() == pytest.approx(image.sum().item())  # zeros elsewhere
         offsets.add((top, left))
     assert len(offsets) > 10
+
+def test_no_network_fails_at_once_and_names_hf_hub_offline(tmp_path):
+    """A Hub that does not answer (a closed loopback port): one try, no retries, one line naming HF_HUB_OFFLINE=1."""
+    import socket
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT),
+               "OMP_NUM_THREADS": "1", "HF_ENDPOINT": f"http://127.0.0.1:{closed.getsockname()[1]}"}
+        proc = subprocess.run([sys.executable, "-m", "timm_lc.train", "--config",
+                               str(ROOT / "recipes/cifar10/lc.yaml"), "--output-dir", str(tmp_path / "run")],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Retrying" not in proc.stderr, proc.stderr
+    assert "uoft-cs/cifar10" in proc.stderr and "Hub is unreachable" in proc.stderr
+    assert "HF_HUB_OFFLINE=1" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_unreachable_hub_reads_the_cache_in_offline_mode(monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+    import pytest
+    from timm_lc.train import data
+    from timm_lc.train.data import DatasetUnavailableError, load_hf_split
+    seen = []
+
+    def cached_load(source, split, cache_dir=None):
+        seen.append((source, split, datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE))
+        if source == "org/missing":
+            raise ConnectionError("Couldn't reach the Hugging Face Hub (offline mode)")
+        return "the cached split"
+    monkeypatch.setattr(datasets, "load_dataset", cached_load)
+    monkeypatch.setattr(data, "hub_unreachable", lambda source: OSError("[Errno 111] Connection refused"))
+    offline_before = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    assert load_hf_split("org/cached", "train") == "the cached split"
+    with pytest.raises(DatasetUnavailableError, match=r"'org/missing'.*Connection refused.*HF_HUB_OFFLINE=1"):
+        load_hf_split("org/missing", "test")
+    assert seen == [("org/cached", "train", True, True), ("org/missing", "test", True, True)]
+    assert (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE) == offline_before
+    monkeypatch.setattr(data, "hub_unreachable", lambda source: None)  # the Hub answers: asked as usual
+    assert load_hf_split("org/cached", "train") == "the cached split" and seen[-1][2:] == offline_before
+
+
+def test_hub_probe_tells_an_answer_from_no_answer(hub_server):
+    from timm_lc.train.data import hub_unreachable
+    assert hub_unreachable("org/no-such-data-set") is None  # the test suite's loopback Hub answers 404

@@ -133,24 +133,58 @@ def test_malformed_yaml_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "not valid YAML" in err and "line 3" in err and str(recipe) in err
 
 
+# ``python -m timm_lc.train`` whose first checkpoint write, once Accelerate's files are on disk, says it is
+# ready and waits until a real SIGINT from the parent has reached the run's own handler
+_WAIT_FOR_SIGINT = """
+import runpy, signal, sys, time
+from pathlib import Path
+import accelerate
+signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the shell that started pytest set
+save_state, ready = accelerate.Accelerator.save_state, Path(sys.argv.pop(1))
+
+def save_then_wait(self, *args, **kwargs):
+    result = save_state(self, *args, **kwargs)
+    if not ready.exists():
+        handler, received = signal.getsignal(signal.SIGINT), []
+
+        def relay(signum, frame):
+            received.append(signum)
+            handler(signum, frame)
+        signal.signal(signal.SIGINT, relay)
+        ready.write_text("ready")
+        deadline = time.monotonic() + 300
+        while not received:
+            if time.monotonic() > deadline:
+                sys.exit("no SIGINT came")
+            time.sleep(0.01)
+        signal.signal(signal.SIGINT, handler)
+    return result
+
+accelerate.Accelerator.save_state = save_then_wait
+sys.argv[0] = "timm_lc.train"
+runpy.run_module("timm_lc.train", run_name="__main__", alter_sys=True)
+"""
+
+
 def test_ctrl_c_stops_cleanly_and_names_the_last_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "timm_lc.train", "--output-dir", str(out), "--max-steps", "400",
-           "--checkpoint-every", "1", "--keep-checkpoints", "100"] + SMALL
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    args = ["--output-dir", str(out), "--max-steps", "3", "--checkpoint-every", "1", "--keep-checkpoints", "100"] + SMALL
+    proc = subprocess.Popen([sys.executable, "-c", _WAIT_FOR_SIGINT, str(ready)] + args, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not list(out.glob("checkpoints/step_*/trainer_state.json")) and time.monotonic() < deadline:
+    while not ready.exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the child is inside its first checkpoint write, waiting for it
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
     last = stderr.split("last checkpoint ")[1].split(" ")[0]
-    assert Path(last).parent == out / "checkpoints" and (Path(last) / "trainer_state.json").is_file()
-    resumed = subprocess.run(cmd[:6] + ["20"] + cmd[7:] + ["--resume"], env=_env(), capture_output=True, text=True,
-                             timeout=300)
+    assert Path(last) == out / "checkpoints" / "step_00000001" and (Path(last) / "trainer_state.json").is_file()
+    resumed = subprocess.run([sys.executable, "-m", "timm_lc.train"] + args + ["--resume"], env=_env(),
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr[-2000:]
+    assert _records(out)[-1]["step"] == 3
 
 
 def test_eval_of_a_model_that_does_not_fit_the_data_is_one_line(capsys):

@@ -52,10 +52,15 @@ def _check_image_size(x: torch.Tensor, channels: int, height: int, width: int) -
     if x.dim() != 4 or x.shape[1] != channels or x.shape[2] != height or x.shape[3] != width:
         if torch.jit.is_scripting():
             raise ValueError("input size differs from the size this locally connected model was built for")
+        hints = []
+        if x.dim() == 4 and x.shape[1] != channels:
+            hints.append(f"in_chans={x.shape[1]} for {x.shape[1]}-channel images")
+        if x.dim() != 4 or (x.shape[2], x.shape[3]) != (height, width):
+            hints.append("img_size=(H, W) for another size")
         raise ValueError(
             f"this locally connected model was built for input size {(channels, height, width)} (C, H, W) and "
             f"accepts only (N, {channels}, {height}, {width}) batches, got {tuple(x.shape)}; "
-            f"build it with img_size=(H, W) for another size")
+            f"build it with {' and '.join(hints)}")
     return x
 
 
@@ -376,6 +381,11 @@ def _create_lc_resnet(variant: str, pretrained: bool = False, **kwargs) -> LcRes
         feature_cfg=dict(out_indices=tuple(range(num_feature_levels))), **kwargs)
     sleep = model.pretrained_cfg.get("sleep")
     model.sleep_cfg = SleepConfig.from_dict(sleep).to_dict() if sleep is not None else None
+    # the input the model was built for, for timm's resolve_model_data_config (set after the weights are
+    # loaded: timm adapts a pretrained stem to in_chans by the cfg's original input_size)
+    cfg_size = model.pretrained_cfg["input_size"]
+    size = (kwargs.get("in_chans", cfg_size[0]), *to_2tuple(kwargs.get("img_size", tuple(cfg_size[1:]))))
+    model.pretrained_cfg = model.default_cfg = dict(model.pretrained_cfg, input_size=size)
     return model
 
 

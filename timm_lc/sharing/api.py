@@ -55,8 +55,9 @@ def share_weights_(
     state tensor shaped like the weight: Adam's moments, SGD's momentum buffer) is averaged over
     the same pools as the weights (pooled optimiser state, ``SleepConfig.pool_optimizer_state``).
 
-    Computes in fp32 (autocast off) and writes back in each weight's dtype, under no_grad; bias,
-    gradients and optimiser state are untouched. The i-th LC layer of ``module`` draws its noise
+    Computes in float64 for float64 weights and float32 otherwise (autocast off) and writes back in
+    each weight's dtype, under no_grad; bias, gradients and optimiser state are untouched. The i-th
+    LC layer of ``module`` draws its noise
     from its own ``torch.Generator`` on the weight's device seeded with ``seed + i``: the same seed
     gives bitwise the same result whichever subset of layers is shared (so processes can split a
     sleep), and the global RNG is not used. A layer whose sleep diverges is rolled back with a

@@ -1,4 +1,4 @@
-"""A layer's pooled filters gathered once per sleep into matmul-ready fp32 blocks.
+"""A layer's pooled filters gathered once per sleep into matmul-ready blocks.
 
 Within a pool every member sees the same noise patch, so ``z_i - zbar = (w_i - wbar) . x``: the
 sleep only needs each filter's deviation from its pool mean, and the pool mean itself is
@@ -11,6 +11,10 @@ When every pool's slot map is a permutation (the usual case), the filters are pe
 noise tensor and all pools of a layer form a single block. Otherwise (a dilation sharing a factor
 with the kernel size) each pool is a block in weight coordinates with its own gathered noise.
 Filter coordinates inside a block are (slot, channel-in-group), channel fastest, as in the weight.
+
+Blocks are computed in ``compute_dtype`` of the weight (float64 for float64 weights, float32
+otherwise), and pool means are taken relative to the first member (``pool_mean``), so a pool whose
+members are already equal has its value as mean and zero deviations, exactly.
 """
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +26,34 @@ from torch import Tensor
 from timm_lc.layers import LocallyConnected2d
 
 from .pools import LayerPools
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sharing computes in for weights of ``dtype``: float64 for float64, float32 otherwise.
+
+    Args:
+        dtype: The weight's dtype.
+
+    Returns:
+        ``torch.float64`` for ``torch.float64``, else ``torch.float32``.
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pool_mean(members: Tensor) -> Tensor:
+    """The mean over dim 0, as ``members[0] + mean(members - members[0])``.
+
+    Equal members give their own value bitwise (so sharing twice changes nothing), and the shift
+    keeps the rounding relative to the members' spread rather than to their magnitude.
+
+    Args:
+        members: (n, ...) filters of one pool, in the compute dtype.
+
+    Returns:
+        The (...) pool mean.
+    """
+    first = members[0]
+    return (members - first).mean(0).add_(first)
 
 
 @dataclass
@@ -63,9 +95,9 @@ def writable_filters(layer: LocallyConnected2d) -> Iterator[Tensor]:
 
 
 def gather_blocks(layer: LocallyConnected2d, pools: LayerPools) -> List[PoolBlock]:
-    """Gathers the pooled filters of ``layer`` into fp32 blocks (deviations and means)."""
+    """Gathers the pooled filters of ``layer`` into blocks (deviations and means) in its ``compute_dtype``."""
     weight = flat_filters(layer)
-    device = weight.device
+    device, dtype = weight.device, compute_dtype(weight.dtype)
     g = layer.groups
     cog, cg = layer.out_channels // g, layer.in_channels // g
     slots = layer.kernel_size[0] * layer.kernel_size[1]
@@ -74,22 +106,22 @@ def gather_blocks(layer: LocallyConnected2d, pools: LayerPools) -> List[PoolBloc
     blocks = []
     for pool_list in groups_of_pools:
         rows = sum(int(pools.positions[i].numel()) for i in pool_list) * cog
-        dev = torch.empty(g, rows, d, device=device, dtype=torch.float32)
-        mean = torch.empty(g, len(pool_list) * cog, d, device=device, dtype=torch.float32)
+        dev = torch.empty(g, rows, d, device=device, dtype=dtype)
+        mean = torch.empty(g, len(pool_list) * cog, d, device=device, dtype=dtype)
         segment, counts, members = [], [], []
         row = 0
         for j, i in enumerate(pool_list):
             pos = pools.positions[i].to(device)
             n = int(pos.numel())
             slot_map = pools.slot_maps[i].to(device)
-            w = weight.index_select(0, pos).float().view(n, g, cog, slots, cg)
+            w = weight.index_select(0, pos).to(dtype).view(n, g, cog, slots, cg)
             if pools.bijective:  # to noise coordinates: slot slot_map[s] holds offset s
                 w = w.index_select(3, torch.argsort(slot_map))
-            m = w.mean(0)  # (g, cog, slots, cg)
+            m = pool_mean(w)  # (g, cog, slots, cg)
             dev[:, row:row + n * cog].view(g, n, cog, slots, cg).copy_((w - m).permute(1, 0, 2, 3, 4))
             mean[:, j * cog:(j + 1) * cog].copy_(m.reshape(g, cog, d))
             segment.append((torch.arange(cog, device=device) + j * cog).repeat(n))
-            counts.append(torch.full((cog,), n, device=device, dtype=torch.float32))
+            counts.append(torch.full((cog,), n, device=device, dtype=dtype))
             members.append((pos, row, slot_map))
             row += n * cog
         noise_index = None

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
 
-from .blocks import PoolBlock, gather_blocks, scatter_blocks_
+from .blocks import PoolBlock, compute_dtype, gather_blocks, scatter_blocks_
 from .pools import LayerPools
 from .schedule import step_sizes
 from .settings import SOLVERS
@@ -68,20 +68,21 @@ def draw_noise(layer: LocallyConnected2d, batch_size: int, generator: torch.Gene
 
     Drawn as ``randn(B, C_in, kh, kw)`` (sample b's patch ``xi[b, c, a, a']`` is what pixel
     (y, x) of channel c holds when tiled: ``a = y mod kh``, ``a' = x mod kw``), then laid out as
-    (group, slot, channel-in-group, sample).
+    (group, slot, channel-in-group, sample). The noise is drawn in float32 whatever the weight's
+    dtype (the same seed gives the same noise in every dtype) and returned in its ``compute_dtype``.
     """
     kh, kw = layer.kernel_size
     g = layer.groups
-    xi = torch.randn(batch_size, layer.in_channels, kh, kw, generator=generator,
-                     device=layer.weight.device, dtype=torch.float32)
+    xi = torch.randn(batch_size, layer.in_channels, kh, kw, generator=generator, device=layer.weight.device,
+                     dtype=torch.float32).to(compute_dtype(layer.weight.dtype))
     xi = xi.view(batch_size, g, layer.in_channels // g, kh, kw).permute(1, 3, 4, 2, 0)
     return xi.reshape(g, kh * kw * (layer.in_channels // g), batch_size)
 
 
 def identity_states(blocks: List[PoolBlock]) -> List[PoolBlock]:
     """The compose solver's states: each block's deviations replaced by the (groups, d, d) identity."""
-    return [replace(b, dev=torch.eye(b.dev.shape[2], device=b.dev.device).repeat(b.dev.shape[0], 1, 1))
-            for b in blocks]
+    return [replace(b, dev=torch.eye(b.dev.shape[2], device=b.dev.device, dtype=b.dev.dtype)
+                    .repeat(b.dev.shape[0], 1, 1)) for b in blocks]
 
 
 def _sum_sq(tensors: List[Tensor]) -> float:

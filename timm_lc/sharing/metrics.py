@@ -3,9 +3,9 @@
 For every pool with at least two members, output channel and kernel entry, m is the pool mean of
 that weight and v its pool variance (population variance over the members). The SNR is the mean
 of ``m^2 / v`` over all those entries (docs/method.md section 4: it measures the distance from the
-k^2-group solution that sharing produces, not from a full convolution). ``v`` is floored at the
-fp32 resolution of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2)
-instead of inf. The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters:
+k^2-group solution that sharing produces, not from a full convolution). Statistics are computed in
+float64 for float64 weights and float32 otherwise; ``v`` is floored at that precision's resolution
+of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2) instead of inf. The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters:
 1 for unrelated zero-mean filters, 0 when shared.
 """
 import math
@@ -16,11 +16,8 @@ from torch import nn
 
 from timm_lc.layers import LocallyConnected2d
 
-from .blocks import flat_filters
+from .blocks import compute_dtype, flat_filters, pool_mean
 from .pools import LayerPools, find_pools
-
-_EPS = torch.finfo(torch.float32).eps
-_TINY = torch.finfo(torch.float32).tiny
 
 
 @torch.no_grad()
@@ -30,14 +27,16 @@ def pool_statistics(layer: LocallyConnected2d, pools: LayerPools) -> Dict[str, f
     Sums are accumulated on the weight's device in fp64 and read back once (one host sync per layer).
     """
     flat = flat_filters(layer)
+    dtype = compute_dtype(flat.dtype)
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
     sums = torch.zeros(3, dtype=torch.float64, device=flat.device)  # snr_sum, dev_sq, norm_sq
     entries = 0
     for pos in pools.positions:
-        w = flat.index_select(0, pos.to(flat.device)).float()
-        m = w.mean(0)
+        w = flat.index_select(0, pos.to(flat.device)).to(dtype)
+        m = pool_mean(w)
         v = (w - m).square().mean(0)
         m2 = m.square()
-        floor = (m2 * (_EPS * _EPS)).clamp_min(_TINY)
+        floor = (m2 * (eps * eps)).clamp_min(tiny)
         sums += torch.stack([(m2 / torch.maximum(v, floor)).double().sum(), v.double().sum() * pos.numel(),
                              w.double().square().sum()])
         entries += m.numel()

@@ -7,6 +7,7 @@ the valid ones, so a typo in a recipe never silently trains something else.
 import copy
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,9 @@ class TrainConfig:
     clip_grad: Optional[float] = _key(None, "clip the gradient norm to this value")
     label_smoothing: float = _key(0.0, "label smoothing of the cross-entropy, in [0, 1)")
     sched: str = _key("multistep", "timm learning-rate schedule", SCHEDULERS)
-    decay_milestones: List[int] = _key([15, 23], "multistep: the lr is multiplied by decay_rate once each of "
-                                                 "these epochs is complete (as torch's MultiStepLR)")
+    decay_milestones: Optional[List[int]] = _key(
+        None, "multistep: the lr is multiplied by decay_rate once each of these epochs is complete (as torch's "
+              "MultiStepLR); unset: half and three quarters of the epochs (rounded up)")
     decay_rate: float = _key(0.25, "lr decay factor")
     warmup_epochs: int = _key(0, "linear lr warm-up epochs")
     warmup_lr: float = _key(1e-5, "lr at the start of the warm-up")
@@ -115,7 +117,7 @@ class TrainConfig:
     report_to: str = _key("none", "experiment trackers, as Accelerate's log_with: all | none | a comma-separated "
                                   "list of tensorboard, wandb, trackio, comet_ml, mlflow, aim, clearml, dvclive, "
                                   "swanlab (logging to output_dir)")
-    progress: bool = _key(True, "show a progress bar (stderr)")
+    progress: bool = _key(True, "show a progress bar (stderr) when stdout and stderr are terminals")
     plots: bool = _key(True, "write plots/accuracy.png and plots/snr.png")
     name: Optional[str] = _key(None, "run name; unset: the recipe file's name (demo without a recipe)")
 
@@ -177,7 +179,39 @@ class TrainConfig:
             raise ValueError("--overwrite and --resume contradict each other: pass one of them")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"config key 'label_smoothing': expected a value in [0, 1), got {self.label_smoothing}")
+        if self.sched == "multistep":
+            self._check_milestones()
         return self
+
+    def _check_milestones(self) -> None:
+        """Epoch milestones must fall inside the run; unset ones need epochs to scale with."""
+        if self.decay_milestones is None:
+            if self.sched_on_updates:
+                raise ValueError("config key 'decay_milestones': with sched_on_updates the milestones count optimiser "
+                                 "updates; set them explicitly, e.g. --decay-milestones \"[1000, 1500]\"")
+            return
+        if self.sched_on_updates:
+            return
+        late = [m for m in self.decay_milestones if m >= self.epochs]
+        if late:
+            raise ValueError(
+                f"config key 'decay_milestones': {late} of {self.decay_milestones} at or past the end of the "
+                f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} would never apply; pass milestones "
+                f"below {self.epochs} (--decay-milestones \"{scaled_milestones(self.epochs)}\"), or null to decay "
+                f"at half and three quarters of the epochs")
+
+
+def scaled_milestones(epochs: int) -> List[int]:
+    """The milestones of an unset ``decay_milestones``: half and three quarters of ``epochs``, rounded up,
+    those inside the run only (none for 1 epoch).
+
+    Args:
+        epochs: The run's epochs.
+
+    Returns:
+        The ascending epoch milestones.
+    """
+    return sorted({m for m in (math.ceil(epochs / 2), math.ceil(3 * epochs / 4)) if 0 < m < epochs})
 
 
 def valid_keys() -> List[str]:
@@ -345,7 +379,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 
     ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo and ``object_size``
     placements: the canvas);
-    ``mixed_precision``: MIXED_PRECISION_RULE unless set. Checks the model name and the trackers.
+    ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``decay_milestones``: ``scaled_milestones``
+    unless set (they scale with ``epochs``). Checks the model name and the trackers.
     """
     import torch
     from accelerate.utils import parse_flag_from_env
@@ -355,4 +390,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
     trackers_for(cfg.report_to)
-    return dataclasses.replace(cfg, img_size=img_size, mixed_precision=precision).validate()
+    milestones = cfg.decay_milestones
+    if milestones is None:  # (a multistep schedule on updates was refused by validate)
+        milestones = [] if cfg.sched_on_updates else scaled_milestones(cfg.epochs)
+    return dataclasses.replace(cfg, img_size=img_size, mixed_precision=precision,
+                               decay_milestones=milestones).validate()

@@ -13,6 +13,7 @@ workers and after an exact resume. The paper's translation baseline (``repeats``
 independently augmented copies of each image into the batch.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -88,13 +89,64 @@ def _is_saved_dataset(path: Path) -> bool:
     return any((path / name).is_file() for name in ("dataset_dict.json", "dataset_info.json", "state.json"))
 
 
+def hub_unreachable(source: str) -> Optional[BaseException]:
+    """Asks the Hub once, without retries, about data set ``source``.
+
+    Args:
+        source: A Hub data set id.
+
+    Returns:
+        None if the Hub answered (any HTTP status: a missing or gated data set is for ``datasets`` to
+        report), else the error of the one try (no network, refused, timed out after
+        ``HF_HUB_ETAG_TIMEOUT`` seconds).
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+    try:
+        HfApi().dataset_info(source, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return None
+    except Exception as e:  # the transport's own errors (connect, timeout, DNS) differ across httpx releases
+        return e
+    return None
+
+
+@contextmanager
+def _offline_mode() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` for the calls inside: ``datasets`` reads its cache without asking the Hub."""
+    import datasets
+    from huggingface_hub import constants
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
 def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, local_path: Optional[str] = None,
                   max_samples: Optional[int] = None):
     """Loads one split with ``datasets``: a ``save_to_disk`` folder, an imagefolder or a hub data set.
 
     Fashion-MNIST is read from Debian's IDX files when they are installed (the same images as the
-    Hub's copy; ``max_samples`` keeps its first n). Raises DatasetUnavailableError naming the data
-    set when it is neither cached nor reachable.
+    Hub's copy; ``max_samples`` keeps its first n). A Hub data set is looked up once first: when the
+    Hub does not answer, the split is read from the ``datasets`` cache in offline mode (as with
+    ``HF_HUB_OFFLINE=1``) instead of retrying the Hub for half a minute.
+
+    Args:
+        source: A Hub data set id, or a directory (imagefolder or ``save_to_disk``).
+        split: The split to load.
+        cache_dir: The ``datasets`` cache directory (None: its default).
+        local_path: A ``save_to_disk`` folder or imagefolder to read instead of ``source``.
+        max_samples: Fashion-MNIST's IDX files only: keep the first n images.
+
+    Returns:
+        The ``datasets.Dataset`` of the split.
+
+    Raises:
+        DatasetUnavailableError: The data set is neither cached nor reachable (the message names it).
+        ValueError: A local data set lacks the split.
+        FileNotFoundError: ``local_path`` is not a directory.
     """
     import datasets
     idx_dir = fashion_mnist.local_dir()
@@ -113,7 +165,16 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, loca
             return datasets.load_dataset("imagefolder", data_dir=str(path), split=split, cache_dir=cache_dir)
         if local_path is not None:
             raise FileNotFoundError(f"dataset_path {local_path!r} is not a directory")
-        return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+        unreachable = None if datasets.config.HF_HUB_OFFLINE else hub_unreachable(source)
+        if unreachable is None:
+            return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+        with _offline_mode():
+            try:
+                return datasets.load_dataset(source, split=split, cache_dir=cache_dir)
+            except Exception as e:
+                raise DatasetUnavailableError(_unavailable_message(source, split, unreachable)) from e
+    except DatasetUnavailableError:
+        raise
     except (ValueError, FileNotFoundError) as e:
         if path.is_dir() or local_path is not None:
             raise
@@ -124,10 +185,12 @@ def load_hf_split(source: str, split: str, cache_dir: Optional[str] = None, loca
 
 def _unavailable_message(source: str, split: str, error: BaseException) -> str:
     offline = os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE")
-    return (f"could not load data set {source!r} (split {split!r}): {type(error).__name__}: {error}. "
+    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return (f"could not load data set {source!r} (split {split!r}): {detail}. "
             f"It is not in the datasets cache{' and offline mode is on' if offline else ' and the Hub is unreachable'}. "
             f"Download it once with network access (python -c \"import datasets; datasets.load_dataset('{source}')\"), "
             f"or pass --dataset-path to a local save_to_disk copy, or --dataset PATH to an image folder; "
+            f"without network, set HF_HUB_OFFLINE=1 to use the cache without asking the Hub; "
             f"`timm-lc train` without --config trains the embedded demo offline.")
 
 

@@ -7,8 +7,10 @@ trackers), evaluating, logging and checkpointing on the way, and finally writes 
 directory: ``model.safetensors`` + timm ``config.json`` (loadable with
 ``timm.create_model("local-dir:RUN")``), ``metrics.jsonl``, ``plots/``, ``recipe.yaml`` and
 ``checkpoints/``. Everything that can fail at the start (config, model, data, memory) is checked
-before the output directory is touched. It prints a start line and one line per epoch. A run
-resumed from a checkpoint ends bitwise identical to an uninterrupted one.
+before the output directory is touched. It prints a start line and one line per epoch; the progress
+bar (stderr) appears only when stdout and stderr are terminals. Ctrl-C stops after the step in
+progress (with its sleep and checkpoint; a second Ctrl-C stops at once) by raising
+``KeyboardInterrupt``. A run resumed from a checkpoint ends bitwise identical to an uninterrupted one.
 """
 import math
 import os
@@ -29,6 +31,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, remove_partial_check
 from .config import TrainConfig, resolve_config, save_config, trackers_for
 from .data import build_data, build_eval_loader, build_train_loader
 from .evaluate import evaluate_accuracy
+from .interrupt import DeferredInterrupt
 from ..figures import plot_metrics
 from .metrics import MetricsWriter
 from .sleep_phase import SleepPhase
@@ -151,6 +154,17 @@ def _timm_milestones(cfg: TrainConfig) -> List[int]:
     """
     milestones = list(cfg.decay_milestones)
     return milestones if cfg.sched_on_updates else [m + 1 for m in milestones]
+
+
+def _progress_postfix(loss: float, train_correct: torch.Tensor, train_count: int,
+                      last_eval: Dict[str, Any]) -> Dict[str, str]:
+    """The progress bar's loss, running training accuracy of the epoch and last test accuracy."""
+    postfix = {"loss": f"{loss:.3f}"}
+    if train_count:
+        postfix["train_acc"] = f"{100.0 * train_correct.item() / train_count:.1f}%"
+    if last_eval.get("test_acc") is not None:
+        postfix["test_acc"] = f"{last_eval['test_acc']:.1f}%"
+    return postfix
 
 
 def train(cfg: TrainConfig) -> Dict[str, Any]:
@@ -278,8 +292,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         save_checkpoint(accelerator, out, step, {"epoch": epoch, "batch_in_epoch": batch_in_epoch,
                                                  "batches_per_epoch": batches_per_epoch}, keep=cfg.keep_checkpoints)
 
-    progress = tqdm(total=total_steps, initial=step, disable=not (is_main and cfg.progress), desc="train",
-                    dynamic_ncols=True, file=sys.stderr)
+    # the bar only on a terminal: redirected to a file, the log holds the start and epoch lines only
+    on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
+    progress = tqdm(total=total_steps, initial=step, disable=not (is_main and cfg.progress and on_terminal),
+                    desc="train", dynamic_ncols=True, file=sys.stderr)
     model.train()
     # running sums stay on the device: no host sync per batch, only when logging
     def zero() -> torch.Tensor:
@@ -301,6 +317,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     start_sleep_time = sleep.sleep_time if sleep is not None else 0.0
     wall_start = time.perf_counter()
     batch_in_epoch = 0
+    interrupts = DeferredInterrupt()  # Ctrl-C stops after the current step, its sleep and its checkpoint
+    interrupts.install()
     try:
         while step < total_steps and epoch < num_epochs:
             sampler.set_epoch(epoch)
@@ -357,7 +375,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                     mean_loss = interval_loss.item() / max(interval_batches, 1)
                     log("train", step, epoch=epoch, loss=mean_loss, lr=optimizer.param_groups[0]["lr"],
                         images_per_s=interval_images / max(elapsed, 1e-9), sleep_fraction=sleep_share)
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", acc=last_eval.get("test_acc", float("nan")))
+                    if not progress.disable:
+                        progress.set_postfix(_progress_postfix(mean_loss, train_correct, train_count, last_eval))
                     interval_loss, interval_batches, interval_images = zero(), 0, 0
                     interval_start = time.perf_counter()
                 if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
@@ -367,6 +386,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                         (cfg.checkpoint_every is None and end_of_epoch) or step == total_steps:
                     checkpoint(batch_in_epoch)
                     last_ckpt_step = step
+                interrupts.check()
                 if step >= total_steps:
                     break
             if epoch_batches:
@@ -374,8 +394,14 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             if batch_in_epoch >= batches_per_epoch:
                 epoch += 1
                 scheduler.step(epoch)
+    except Exception:
+        if interrupts.requested:  # e.g. data loader workers stopped by the same Ctrl-C
+            raise KeyboardInterrupt from None
+        raise
     finally:  # also on Ctrl-C: leave the terminal clean for the one-line message
+        interrupts.restore()
         progress.close()
+    interrupts.check()
 
     if last_eval_step != step:
         last_eval, last_eval_step = run_eval(), step
