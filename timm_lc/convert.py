@@ -26,14 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 from timm.layers.conv2d_same import Conv2dSameExport
-from timm.models import build_model_with_cfg, create_model, get_pretrained_cfg, register_model
 
 from .layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = [
     "ConversionReport", "ConvertedLayer", "convert_to_lc_", "convert_to_lc", "lc_conversion_report", "lc_to_conv_",
     "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "plan_conversion", "effective_conv_kernel",
-    "replace_submodule", "LC_CONVERTED", "lc_converted_cfg", "lc_converted",
+    "replace_submodule", "lc_layer_like", "LC_CONVERTED", "lc_converted_cfg",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -242,6 +241,40 @@ class ConversionReport:
                 f"{self.params_before:,} -> {self.params_after:,} (+{self.params_added:,})")
 
 
+def lc_layer_like(
+        conv: nn.Conv2d,
+        input_size: Tuple[int, int],
+        padding: Optional[Union[str, int, Tuple[int, ...]]] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
+) -> LocallyConnected2d:
+    """An uninitialised ``LocallyConnected2d`` with ``conv``'s geometry at ``input_size``.
+
+    The layer is built on the meta device and, unless ``device`` is meta, allocated once with
+    ``to_empty`` (no random init of a weight the caller overwrites); it takes ``conv``'s train/eval
+    mode.
+
+    Args:
+        conv: the Conv2d whose channels, kernel, stride, dilation, groups, bias and padding mode it takes.
+        input_size: (H, W) of the conv's input.
+        padding: the padding to use instead of ``conv.padding`` (e.g. 'same' for ``Conv2dSame``).
+        device: where to allocate the weights (default: the conv's); 'meta' allocates nothing.
+        dtype: the weights' dtype (default: the conv's).
+
+    Returns:
+        The new layer, its weights uninitialised.
+    """
+    lc = LocallyConnected2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
+        padding=conv.padding if padding is None else padding, dilation=conv.dilation, groups=conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        dtype=dtype or conv.weight.dtype)
+    target = conv.weight.device if device is None else torch.device(device)
+    if target.type != "meta":
+        lc = lc.to_empty(device=target)
+    return lc.train(conv.training)
+
+
 def plan_conversion(
         model: nn.Module,
         input_size: Sequence[int],
@@ -275,10 +308,7 @@ def plan_conversion(
     report.params_before = sum(p.numel() for p in model.parameters())
     for name, (size, kernel, padding) in selected.items():
         conv = all_convs[name]
-        geometry = LocallyConnected2d(  # shapes only, on meta: no memory, no init
-            conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device="meta")
+        geometry = lc_layer_like(conv, size, padding, device="meta")  # shapes only: no memory, no init
         conv_params = sum(p.numel() for p in conv.parameters(recurse=False))
         lc_params = sum(p.numel() for p in geometry.parameters())
         report.layers.append(ConvertedLayer(
@@ -345,8 +375,8 @@ def convert_to_lc_(
     report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude)
     for name, (size, kernel, padding) in selected.items():
         conv = model.get_submodule(name)
-        lc = LocallyConnected2d.from_conv(conv, size, noise=noise, kernel=kernel, padding=padding,
-                                          generator=generator)
+        lc = lc_layer_like(conv, size, padding).load_kernel_(
+            kernel, None if conv.bias is None else conv.bias.detach(), noise=noise, generator=generator)
         replace_submodule(model, name, lc)
     if selected and hasattr(model, "_traits"):  # timm's record of input constraints: LC layers take one size
         model._traits = dict(model._traits, fixed_input_size=True)
@@ -420,27 +450,3 @@ def lc_converted_cfg(base_cfg: Dict, input_size: Sequence[int]) -> Dict:
     cfg = {k: v for k, v in dict(base_cfg).items() if k not in _SOURCE_KEYS}
     cfg.update(architecture=LC_CONVERTED, input_size=_check_input_size(input_size), fixed_input_size=True)
     return cfg
-
-
-def _build_converted(base: str, input_size: Sequence[int], keep_first: int, keep_1x1: bool, include: Patterns,
-                     exclude: Patterns, **kwargs) -> nn.Module:
-    model = create_model(base, **kwargs)
-    return convert_to_lc_(model, input_size, keep_first=keep_first, keep_1x1=keep_1x1, include=include,
-                          exclude=exclude)
-
-
-@register_model
-def lc_converted(pretrained: bool = False, base: str = "resnet18", input_size: Sequence[int] = (3, 224, 224),
-                 keep_first: int = 0, keep_1x1: bool = False, include: Patterns = None, exclude: Patterns = None,
-                 pretrained_cfg: Optional[Dict] = None, **kwargs) -> nn.Module:
-    """timm model ``base`` (any timm name) converted with ``convert_to_lc_`` at ``input_size``.
-
-    The weights are an exact LC copy of the conv model's init; ``pretrained=True`` loads a saved
-    converted checkpoint (``timm.create_model("local-dir:DIR", pretrained=True)``).
-    """
-    if pretrained_cfg is None:
-        pretrained_cfg = lc_converted_cfg(get_pretrained_cfg(base).to_dict(), input_size)
-    return build_model_with_cfg(
-        _build_converted, LC_CONVERTED, pretrained, pretrained_cfg=pretrained_cfg, kwargs_filter=("img_size",),
-        base=base, input_size=tuple(input_size), keep_first=keep_first, keep_1x1=keep_1x1, include=include,
-        exclude=exclude, **kwargs)

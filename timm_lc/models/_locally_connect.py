@@ -12,7 +12,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from ..convert import plan_conversion, replace_submodule
+from ..convert import lc_layer_like, plan_conversion, replace_submodule
 from ..layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = ["init_lc_kaiming_normal_", "locally_connect_"]
@@ -62,12 +62,6 @@ def locally_connect_(
         raise ValueError(f"keep_first={keep_first} exceeds the model's {convs} convs")
     for name, (size, _, padding) in selected.items():
         conv = model.get_submodule(name)
-        target_device = conv.weight.device if device is None else torch.device(device)
-        lc = LocallyConnected2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device="meta", dtype=dtype or conv.weight.dtype)
-        if target_device.type != "meta":
-            lc = lc.to_empty(device=target_device)  # the one allocation of this layer's weights
+        lc = lc_layer_like(conv, size, padding, device=device, dtype=dtype)  # the one allocation of its weights
         replace_submodule(model, name, init_lc_kaiming_normal_(lc))
     return list(selected)
