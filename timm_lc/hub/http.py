@@ -1,5 +1,5 @@
-"""How the Hub's answers read: which errors are transient (retried) and a clear message for each known one."""
-from typing import List, Optional, Tuple
+"""How the Hub's answers read: the HTTP status of an error and a clear message for each known one."""
+from typing import Optional
 
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -9,25 +9,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-__all__ = ["RETRY_STATUS", "TRANSIENT_ERRORS", "hub_error_message", "http_status"]
-
-RETRY_STATUS = (408, 429, 500, 502, 503, 504)
-
-
-def _transient_errors() -> Tuple[type, ...]:
-    """Network-level exception types of the HTTP client huggingface_hub uses (httpx or requests)."""
-    import importlib
-    errors: List[type] = [ConnectionError, TimeoutError]
-    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError"),
-                         ("requests.exceptions", "Timeout")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-TRANSIENT_ERRORS = _transient_errors()
+__all__ = ["hub_error_message", "http_status"]
 
 
 def http_status(err: Exception) -> Optional[int]:
