@@ -2,7 +2,8 @@
 import torch
 
 from timm_lc.studies.bench import format_table
-from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, _make, peak_memory_in_subprocess, time_steps
+from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, make_step, peak_memory_in_subprocess
+from timm_lc.studies.measure import time_steps
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -18,7 +19,7 @@ def test_reference_formulation_is_an_lc_layer():
 
 def test_every_implementation_runs_and_is_timed():
     shape = LayerShape("tiny", 2, 4, 8)
-    steps = {impl: _make(impl, shape, "cpu", torch.float32) for impl in ("ours", "floor", "reference", "conv")}
+    steps = {impl: make_step(impl, shape, "cpu", torch.float32) for impl in ("ours", "floor", "reference", "conv")}
     times = time_steps(steps, repeats=1, device="cpu")
     assert set(times) == set(steps) and all(t > 0 for t in times.values())
 
