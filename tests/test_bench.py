@@ -39,3 +39,22 @@ def test_format_table():
 def test_ddp_sleep_section_times_a_real_two_process_sleep():
     from timm_lc.studies.bench.ddp_sleep import _measure
     assert 0 < _measure(2, 1, iterations=1) < 300
+
+
+def test_doctor_runs_the_packaged_cuda_checks_and_names_failures(monkeypatch):
+    """The doctor's ``tests`` section runs timm_lc.studies.cuda_checks in-process (no tests/ needed)."""
+    from timm_lc.studies import cuda_checks, doctor
+
+    names = [name for name, _ in cuda_checks.checks()]
+    assert len(names) == len(set(names)) == 2 * len(cuda_checks.CASES) + len(cuda_checks.LOW_PRECISIONS) + 1
+
+    def broken():
+        raise AssertionError("Tensor-likes are not close!")
+
+    ran = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_checks, "checks", lambda: [("ok", lambda: ran.append("ok")), ("broken", broken)])
+    result = doctor.run_tests(doctor.PLANS["cpu"], timeout_s=60)
+    assert ran == ["ok"] and result["summary"] == "1 passed, 1 failed" and result["passed"] is False
+    assert result["failures"] == [{"check": "broken", "error": "AssertionError: Tensor-likes are not close!"}]
+    assert not doctor.section_ok("tests", result)
