@@ -284,8 +284,25 @@ def plan_conversion(
         exclude: Patterns = None,
         on_meta: bool = False,
 ) -> Tuple[ConversionReport, Dict[str, Tuple[Tuple[int, int], Tensor, object]]]:
-    """Which convs a conversion replaces (``{name: (input size, effective kernel, padding)}``, forward
-    order) and its report; ``convert_to_lc_`` and the lc_resnet* models select through it."""
+    """Which convs a conversion replaces, and its report; ``convert_to_lc_`` and the lc_resnet* models
+    select through it.
+
+    Args:
+        model: any torch model.
+        input_size: (C, H, W) of the model's input.
+        keep_first: keep the first n convs (forward-call order).
+        keep_1x1: keep 1x1 convs.
+        include: fnmatch pattern(s) of module names to convert (default: all convs).
+        exclude: fnmatch pattern(s) of module names to keep.
+        on_meta: trace the forward on the meta device (shapes only).
+
+    Returns:
+        ``(report, {name: (input (H, W), effective kernel, padding)})`` in forward order.
+
+    Raises:
+        ValueError: a bad ``keep_first`` or ``input_size``, or a selected conv called more than once.
+        TypeError: a selected conv is an unknown Conv2d subclass overriding forward.
+    """
     if not isinstance(keep_first, int) or keep_first < 0:
         raise ValueError(f"keep_first must be an int >= 0, got {keep_first!r}")
     include, exclude = _as_patterns(include), _as_patterns(exclude)
@@ -445,8 +462,19 @@ _SOURCE_KEYS = ("hf_hub_id", "hf_hub_filename", "url", "file", "state_dict", "so
 
 
 def lc_converted_cfg(base_cfg: Dict, input_size: Sequence[int]) -> Dict:
-    """The pretrained cfg of a converted model: the conv model's preprocessing (mean, std, crop,
-    classifier, labels) at the fixed LC ``input_size``, without the conv model's weight source."""
+    """The pretrained cfg of a converted model (architecture ``lc_converted``).
+
+    Args:
+        base_cfg: the conv model's pretrained cfg.
+        input_size: (C, H, W) the converted model accepts.
+
+    Returns:
+        The conv model's preprocessing (mean, std, crop, classifier, labels) at the fixed LC
+        ``input_size``, without the conv model's weight source.
+
+    Raises:
+        ValueError: ``input_size`` is not three positive ints.
+    """
     cfg = {k: v for k, v in dict(base_cfg).items() if k not in _SOURCE_KEYS}
     cfg.update(architecture=LC_CONVERTED, input_size=_check_input_size(input_size), fixed_input_size=True)
     return cfg

@@ -13,12 +13,29 @@ __all__ = ["hub_error_message", "http_status"]
 
 
 def http_status(err: Exception) -> Optional[int]:
-    """The HTTP status of an error's response, if it has one."""
+    """The HTTP status of an error's response.
+
+    Args:
+        err: any exception.
+
+    Returns:
+        The status code, or None when the error carries no response.
+    """
     return getattr(getattr(err, "response", None), "status_code", None)
 
 
 def hub_error_message(err: Exception, repo_id: str, revision: Optional[str], action: str) -> Optional[str]:
-    """A clear message for a huggingface_hub error, or None if it is not one we know."""
+    """A clear message for a huggingface_hub error.
+
+    Args:
+        err: the error huggingface_hub raised.
+        repo_id: the repo the action concerned.
+        revision: its revision (None: main).
+        action: what was being done, the message's opening words.
+
+    Returns:
+        The message, or None if the error is not one we know.
+    """
     rev = revision or "main"
     if isinstance(err, RevisionNotFoundError):
         return f"{action}: revision '{rev}' does not exist in '{repo_id}'."

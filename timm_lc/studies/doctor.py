@@ -10,12 +10,13 @@ own try/except (an error is recorded in the JSON and the next section still runs
   batch 512 and two others: time, ratio to the cuBLAS bmm floor (the three bf16 GEMMs of the step
   alone), reference unfold+einsum formulation over ours, achieved TFLOP/s and share of the bf16
   dense peak, peak memory, and the configurations the Triton autotuner chose,
-* ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``,
+* ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``: wall time and the peak memory
+  beyond the model's weights,
 * ``train``: 50 steps of ``lc_resnet20_hebb`` on the embedded digits on a 32x32 canvas under bf16
   and under fp16, each in a subprocess (Accelerate fixes the precision once per process): images/s.
 
-It is sized for about 8 minutes on one H200 (``--budget-s``: a section that would start later is
-skipped and says so), and the JSON is rewritten after every section, so a run cut short keeps
+Its sizes fit the default time budget on one H200 (``--budget-s``: a section that would start
+later is skipped and says so), and the JSON is rewritten after every section, so a run cut short keeps
 what it measured. The exit status is 0 when every section ran and the tests passed, 1 otherwise,
 and 2 (with one line on stderr) when ``--device cuda`` finds no CUDA device. ``--device cpu`` is
 a dry run of the same script at toy sizes with the ``gather`` kernel: it checks the
@@ -227,7 +228,16 @@ _SLEEP_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "roll
 
 
 def run_sleep(plan: Plan, device: str) -> Dict[str, Any]:
-    """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model."""
+    """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model.
+
+    Args:
+        plan: the doctor's plan (``sleep_model``).
+        device: where to build and sleep the model.
+
+    Returns:
+        Wall time, the sharing report's aggregates, whether the weights are finite and (CUDA) the
+        peak memory beyond the model's weights.
+    """
     import timm
     from ..sharing import share_weights_
 

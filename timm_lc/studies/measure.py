@@ -15,7 +15,11 @@ Device = Union[str, torch.device]
 
 
 def sync(device: Device) -> None:
-    """Waits for queued CUDA work on ``device`` (a no-op on the CPU)."""
+    """Waits for queued CUDA work on ``device`` (a no-op on the CPU).
+
+    Args:
+        device: the device the work runs on.
+    """
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -3,8 +3,8 @@
 Each workload is timed idle and then while a second process runs a busy loop (as a data-loader
 worker or any other job would), side by side in one run: one LC layer training step (the
 CIFAR ResNet-20's first stage), one training step of ``lc_resnet20`` and of its conv twin, and
-one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores costs
-about 2x; more than that means the work waits on a descheduled thread. ``spin`` is the
+one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores should at
+most double a time; more than that means the work waits on a descheduled thread. ``spin`` is the
 OpenMP spin count in effect (``GOMP_SPINCOUNT``: 1000 under the ``timm-lc`` command, see
 ``timm_lc_cli``; libgomp's default 300000 otherwise).
 """
