@@ -28,7 +28,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
     LayerType, create_classifier, get_act_layer, get_device_dtype, get_norm_layer, register_notrace_function,
     to_2tuple)
-from timm.models import BasicBlock, Bottleneck, build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import (
+    BasicBlock, Bottleneck, build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model)
 from timm.models.resnet import make_blocks
 
 from .._timm_private import feature_take_indices

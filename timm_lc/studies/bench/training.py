@@ -5,8 +5,9 @@ The train step (forward, backward, and the fused AdamW step ``timm-lc train`` ru
 variant; one sleep phase with the paper's settings (Hebbian, 100 iterations of 128 noise samples)
 is timed on the LC net, and the throughput with sleep every N steps is
 ``N * batch / (N * step + sleep)``: what a run pays on average. ``vs_conv`` is each variant's
-images/s over the conv net's. ``quick`` times small batches, one step and one sleep. The sleep is always timed at its full 100 iterations: its cost is
-not linear in them (the composed solver gathers the pools once and builds one operator per layer).
+images/s over the conv net's. ``quick`` times small batches, one step and one sleep. The sleep is
+always timed at its full 100 iterations: its cost is not linear in them (the composed solver
+gathers the pools once and builds one operator per layer).
 """
 import itertools
 from typing import Callable, List
