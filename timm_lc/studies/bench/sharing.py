@@ -11,8 +11,9 @@
    the meta device, one measurement per distinct shape times its count): the train step is
    forward + backward at two small batches, extrapolated linearly to the paper's batch, plus the
    (fused) AdamW step ``timm-lc train`` runs on the layer's parameters; BatchNorm, activations and
-   the head are not counted, so the overhead is slightly overstated. ``overhead_flops`` is the same ratio in multiply-adds
-   (hardware independent; training = 3 x batch x LC weights per step), ``overhead_iterate_flops``
+   the head are not counted, so the overhead is slightly overstated. ``overhead_flops`` is the same
+   ratio in multiply-adds (hardware independent; training = 3 x batch x LC weights per step),
+   ``overhead_iterate_flops``
    what it would be if every layer updated its deviations each step (the reference's way, no
    ``compose`` solver).
 """
