@@ -13,9 +13,8 @@
    (fused) AdamW step ``timm-lc train`` runs on the layer's parameters; BatchNorm, activations and
    the head are not counted, so the overhead is slightly overstated. ``overhead_flops`` is the same
    ratio in multiply-adds (hardware independent; training = 3 x batch x LC weights per step),
-   ``overhead_iterate_flops``
-   what it would be if every layer updated its deviations each step (the reference's way, no
-   ``compose`` solver).
+   ``overhead_iterate_flops`` what it would be if every layer updated its deviations each step
+   (the reference's way, no ``compose`` solver).
 """
 from collections import Counter
 from typing import Callable, Dict, List, Tuple
