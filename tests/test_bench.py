@@ -2,7 +2,8 @@
 import torch
 
 from timm_lc.studies.bench import format_table
-from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, _make, peak_memory_in_subprocess, time_steps
+from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, make_step, peak_memory_in_subprocess
+from timm_lc.studies.measure import time_steps
 from timm_lc.layers import LocallyConnected2d
 
 
@@ -18,7 +19,7 @@ def test_reference_formulation_is_an_lc_layer():
 
 def test_every_implementation_runs_and_is_timed():
     shape = LayerShape("tiny", 2, 4, 8)
-    steps = {impl: _make(impl, shape, "cpu", torch.float32) for impl in ("ours", "floor", "reference", "conv")}
+    steps = {impl: make_step(impl, shape, "cpu", torch.float32) for impl in ("ours", "floor", "reference", "conv")}
     times = time_steps(steps, repeats=1, device="cpu")
     assert set(times) == set(steps) and all(t > 0 for t in times.values())
 
@@ -38,3 +39,22 @@ def test_format_table():
 def test_ddp_sleep_section_times_a_real_two_process_sleep():
     from timm_lc.studies.bench.ddp_sleep import _measure
     assert 0 < _measure(2, 1, iterations=1) < 300
+
+
+def test_doctor_runs_the_packaged_cuda_checks_and_names_failures(monkeypatch):
+    """The doctor's ``tests`` section runs timm_lc.studies.cuda_checks in-process (no tests/ needed)."""
+    from timm_lc.studies import cuda_checks, doctor
+
+    names = [name for name, _ in cuda_checks.checks()]
+    assert len(names) == len(set(names)) == 2 * len(cuda_checks.CASES) + len(cuda_checks.LOW_PRECISIONS) + 1
+
+    def broken():
+        raise AssertionError("Tensor-likes are not close!")
+
+    ran = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda_checks, "checks", lambda: [("ok", lambda: ran.append("ok")), ("broken", broken)])
+    result = doctor.run_tests(doctor.PLANS["cpu"], timeout_s=60)
+    assert ran == ["ok"] and result["summary"] == "1 passed, 1 failed" and result["passed"] is False
+    assert result["failures"] == [{"check": "broken", "error": "AssertionError: Tensor-likes are not close!"}]
+    assert not doctor.section_ok("tests", result)

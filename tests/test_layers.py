@@ -6,19 +6,7 @@ from timm.layers import Conv2dSame, create_feature_extractor
 
 from timm_lc import LocallyConnected2d
 from timm_lc.layers import filters_to_kernel, kernel_to_filters, lc_function, locally_connected2d
-
-# (in, out, kernel, stride, padding, dilation, groups, input_size, padding_mode)
-CASES = [
-    (3, 5, 3, 1, 1, 1, 1, (7, 9), "zeros"),
-    (4, 6, 3, 2, 1, 1, 1, (8, 8), "zeros"),
-    (4, 8, 3, 2, (1, 0), 1, 2, (9, 8), "reflect"),
-    (6, 6, 3, 1, "same", 2, 6, (9, 7), "circular"),  # depthwise, dilated
-    (3, 4, 2, 1, "same", 1, 1, (5, 6), "replicate"),  # even kernel: asymmetric 'same'
-    (4, 4, 1, 2, 0, 1, 1, (7, 7), "zeros"),  # 1x1 stride-2 shortcut
-    (3, 5, (3, 5), (1, 2), "valid", (2, 1), 1, (10, 11), "zeros"),  # non-square everything
-    (2, 3, 7, 2, 3, 1, 1, (12, 10), "zeros"),  # stem-like
-]
-CASE_IDS = [f"case{i}" for i in range(len(CASES))]
+from timm_lc.studies.cuda_checks import CASE_IDS, CASES, check_matches_cpu  # the geometries every check covers
 
 
 def make_pair(case, dtype=torch.float64, seed=0):
@@ -328,18 +316,4 @@ def test_fx_feature_extraction_treats_layer_as_leaf():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_cuda_matches_cpu(case):
-    conv, lc = make_pair(case, dtype=torch.float32)
-    x = torch.randn(2, case[0], *case[7], requires_grad=True)
-    out = lc(x)
-    out.square().sum().backward()
-    lc_cuda = LocallyConnected2d.from_conv(conv.cuda(), case[7])
-    with torch.no_grad():
-        lc_cuda.weight.copy_(lc.weight)
-    xc = x.detach().cuda().requires_grad_()
-    out_c = lc_cuda(xc)
-    out_c.square().sum().backward()
-    torch.testing.assert_close(out_c.cpu(), out, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(xc.grad.cpu(), x.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(lc_cuda.weight.grad.cpu(), lc.weight.grad, rtol=1e-3, atol=1e-3)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert lc_cuda(xc).dtype == torch.bfloat16
+    check_matches_cpu(case)

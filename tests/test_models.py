@@ -239,3 +239,53 @@ def test_direct_construction_validates_stages():
                        stem_stride=1, stem_pool=False, output_stride=2, num_classes=3)
     assert dilated.forward_features(torch.randn(1, 3, 16, 16)).shape == (1, 32, 8, 8)
     assert dilated.layer3[0].conv2.dilation == (2, 2)
+
+
+def test_every_registration_lives_in_models():
+    """lc_converted is registered from timm_lc.models (module lc_converted), beside lc_resnet*."""
+    assert timm.list_models(module="lc_converted") == ["lc_converted"]
+    assert timm.models.is_model_in_modules("lc_converted", ["lc_converted"])
+    assert timm.models.get_arch_name("lc_resnet_tiny") == "lc_resnet_tiny"
+
+
+def test_stages_are_timms_with_the_cifar_stem_scaled():
+    """timm's make_blocks builds the stages; the reductions follow this stem (1), not timm's (4)."""
+    from timm.models import BasicBlock
+    from timm.models.resnet import make_blocks
+
+    kwargs = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), img_size=16, stem_width=8,
+                  stem_kernel_size=3, stem_stride=1, stem_pool=False, locally_connected=False)
+    dilated = LcResNet(output_stride=2, **kwargs)
+    assert [f["reduction"] for f in dilated.feature_info] == [1, 1, 2, 2]
+    assert dilated.layer3[0].conv1.dilation == (1, 1) and dilated.layer3[0].conv2.dilation == (2, 2)
+    stages, info = make_blocks((BasicBlock,) * 3, (8, 16, 32), (1, 1, 1), 8, output_stride=16)
+    ours = LcResNet(**kwargs)
+    for name, stage in stages:  # same modules, names and shapes as timm's stages with the ImageNet stem
+        assert {k: v.shape for k, v in stage.state_dict().items()} == \
+            {k: v.shape for k, v in getattr(ours, name).state_dict().items()}
+    assert [f["reduction"] for f in ours.feature_info[1:]] == [r["reduction"] // 4 for r in info]
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        LcResNet(block="basic", layers=(1,), channels=(8,), img_size=16)
+
+
+def test_sleep_settings_have_one_place_for_every_timm_lc_model(tmp_path):
+    """pretrained_cfg["sleep"] for lc_resnet* and lc_converted alike; a root key is still read."""
+    from timm_lc.hub import save_pretrained
+    from timm_lc.run_dir import config_sleep, read_config
+
+    trained = dict(PAPER_SLEEP_CFG, every=3)
+    converted = timm.create_model("lc_converted", base="test_resnet", input_size=(3, 16, 16), num_classes=4)
+    assert converted.sleep_cfg is None
+    save_pretrained(converted, tmp_path / "conv", extra_config={"sleep": trained})
+    config = read_config(tmp_path / "conv" / "config.json", "test")
+    assert "sleep" not in config and config["pretrained_cfg"]["sleep"] == trained == config_sleep(config)
+    reloaded = timm.create_model(f"local-dir:{tmp_path / 'conv'}", pretrained=True)
+    assert reloaded.sleep_cfg == trained
+    assert config_sleep({"sleep": trained, "pretrained_cfg": {}}) == trained  # a file of an older timm-lc
+
+    plain = timm.create_model("test_resnet", num_classes=4)
+    save_pretrained(plain, tmp_path / "plain", extra_config={"sleep": None})  # nothing to record
+    assert config_sleep(read_config(tmp_path / "plain" / "config.json", "test")) is None
+    with pytest.raises(ValueError, match=r"pretrained_cfg\['sleep'\].*ResNet"):
+        save_pretrained(plain, tmp_path / "plain2", extra_config={"sleep": trained})
+    assert not (tmp_path / "plain2").exists()

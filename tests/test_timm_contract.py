@@ -10,7 +10,7 @@ import timm
 import torch
 from timm.layers import get_notrace_functions, get_notrace_modules, set_scriptable
 from timm.models import FeatureInfo
-from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+from timm.models import create_feature_extractor, get_graph_node_names
 
 import timm_lc.models  # noqa: F401  (registers the models)
 

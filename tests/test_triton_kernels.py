@@ -22,6 +22,7 @@ pytest.importorskip("triton", reason="triton is not installed")
 from test_layers import CASES, CASE_IDS, make_pair, naive_lc  # noqa: E402
 
 import timm_lc  # noqa: E402
+from timm_lc.studies import cuda_checks  # noqa: E402
 from timm_lc.layers import LocallyConnected2d, filters_to_kernel, first_use, get_lc_kernel, kernels, \
     select_kernel, set_lc_kernel  # noqa: E402
 
@@ -345,56 +346,22 @@ def test_first_use_mismatch_measures_the_relative_max_error():
     assert first_use.mismatch([("forward", nan, nan)], torch.float32) is None  # non-finite in both: compared elsewhere
 
 
-@pytest.fixture
-def compiled_cuda():
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")  # fp32 dots in IEEE fp32, as torch.bmm's
-    yield
-    torch.set_float32_matmul_precision(previous)
-
-
-def _cuda_step(lc, x, kernel):
-    set_lc_kernel(kernel)
-    x = x.detach().clone().requires_grad_()
-    out = lc(x)
-    out.square().sum().backward()
-    result = out.detach(), x.grad, lc.weight.grad, lc.bias.grad
-    lc.zero_grad(set_to_none=True)
-    return result
-
-
 @needs_cuda
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_cuda_triton_matches_gather(case, compiled_cuda):
-    lc = make_lc(case)
-    lc.cuda()
-    x = torch.randn(5, case[0], *case[7], device="cuda")
-    for a, b in zip(_cuda_step(lc, x, "triton"), _cuda_step(lc, x, "gather")):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+def test_cuda_triton_matches_gather(case):
+    cuda_checks.check_triton_matches_gather(case)
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_triton_low_precision_and_many_tiles(dtype, compiled_cuda):
+@pytest.mark.parametrize("dtype", cuda_checks.LOW_PRECISIONS)
+def test_cuda_triton_low_precision_and_many_tiles(dtype):
     """Channels, batch and positions over several tiles, none a multiple of a block size."""
-    case = (80, 72, 3, 1, 1, 1, 1, (9, 10), "zeros")
-    lc = make_lc(case)
-    lc.cuda()
-    x = torch.randn(133, 80, 9, 10, device="cuda")
-    reference = _cuda_step(lc, x, "gather")
-    lc.to(dtype)
-    for a, b in zip(_cuda_step(lc, x.to(dtype), "triton"), reference):
-        assert a.dtype == dtype
-        torch.testing.assert_close(a.float(), b, rtol=3e-2, atol=3e-2 * b.abs().max().item())
+    cuda_checks.check_triton_low_precision(dtype)
 
 
 @needs_cuda
-def test_cuda_auto_picks_triton(compiled_cuda):
-    x = torch.zeros(2, 4, 5, 5, device="cuda")
-    assert select_kernel(x, 1) == "triton" and select_kernel(x, 4) == "triton"
-    assert select_kernel(x.double(), 1) == "gather"
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert LocallyConnected2d(4, 4, 3, (5, 5), padding=1, device="cuda")(x).dtype == torch.bfloat16
+def test_cuda_auto_picks_triton():
+    cuda_checks.check_auto_picks_triton()
 
 
 def test_doctor_without_cuda_is_one_line_and_status_2(monkeypatch, tmp_path, capsys):

@@ -26,14 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import Conv2dSame, ScaledStdConv2d, ScaledStdConv2dSame, StdConv2d, StdConv2dSame
 from timm.layers.conv2d_same import Conv2dSameExport
-from timm.models import build_model_with_cfg, create_model, get_pretrained_cfg, register_model
 
 from .layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = [
     "ConversionReport", "ConvertedLayer", "convert_to_lc_", "convert_to_lc", "lc_conversion_report", "lc_to_conv_",
     "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "plan_conversion", "effective_conv_kernel",
-    "replace_submodule", "LC_CONVERTED", "lc_converted_cfg", "lc_converted",
+    "replace_submodule", "lc_layer_like", "LC_CONVERTED", "lc_converted_cfg",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -242,6 +241,40 @@ class ConversionReport:
                 f"{self.params_before:,} -> {self.params_after:,} (+{self.params_added:,})")
 
 
+def lc_layer_like(
+        conv: nn.Conv2d,
+        input_size: Tuple[int, int],
+        padding: Optional[Union[str, int, Tuple[int, ...]]] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        dtype: Optional[torch.dtype] = None,
+) -> LocallyConnected2d:
+    """An uninitialised ``LocallyConnected2d`` with ``conv``'s geometry at ``input_size``.
+
+    The layer is built on the meta device and, unless ``device`` is meta, allocated once with
+    ``to_empty`` (no random init of a weight the caller overwrites); it takes ``conv``'s train/eval
+    mode.
+
+    Args:
+        conv: the Conv2d whose channels, kernel, stride, dilation, groups, bias and padding mode it takes.
+        input_size: (H, W) of the conv's input.
+        padding: the padding to use instead of ``conv.padding`` (e.g. 'same' for ``Conv2dSame``).
+        device: where to allocate the weights (default: the conv's); 'meta' allocates nothing.
+        dtype: the weights' dtype (default: the conv's).
+
+    Returns:
+        The new layer, its weights uninitialised.
+    """
+    lc = LocallyConnected2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
+        padding=conv.padding if padding is None else padding, dilation=conv.dilation, groups=conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        dtype=dtype or conv.weight.dtype)
+    target = conv.weight.device if device is None else torch.device(device)
+    if target.type != "meta":
+        lc = lc.to_empty(device=target)
+    return lc.train(conv.training)
+
+
 def plan_conversion(
         model: nn.Module,
         input_size: Sequence[int],
@@ -251,8 +284,25 @@ def plan_conversion(
         exclude: Patterns = None,
         on_meta: bool = False,
 ) -> Tuple[ConversionReport, Dict[str, Tuple[Tuple[int, int], Tensor, object]]]:
-    """Which convs a conversion replaces (``{name: (input size, effective kernel, padding)}``, forward
-    order) and its report; ``convert_to_lc_`` and the lc_resnet* models select through it."""
+    """Which convs a conversion replaces, and its report; ``convert_to_lc_`` and the lc_resnet* models
+    select through it.
+
+    Args:
+        model: any torch model.
+        input_size: (C, H, W) of the model's input.
+        keep_first: keep the first n convs (forward-call order).
+        keep_1x1: keep 1x1 convs.
+        include: fnmatch pattern(s) of module names to convert (default: all convs).
+        exclude: fnmatch pattern(s) of module names to keep.
+        on_meta: trace the forward on the meta device (shapes only).
+
+    Returns:
+        ``(report, {name: (input (H, W), effective kernel, padding)})`` in forward order.
+
+    Raises:
+        ValueError: a bad ``keep_first`` or ``input_size``, or a selected conv called more than once.
+        TypeError: a selected conv is an unknown Conv2d subclass overriding forward.
+    """
     if not isinstance(keep_first, int) or keep_first < 0:
         raise ValueError(f"keep_first must be an int >= 0, got {keep_first!r}")
     include, exclude = _as_patterns(include), _as_patterns(exclude)
@@ -275,10 +325,7 @@ def plan_conversion(
     report.params_before = sum(p.numel() for p in model.parameters())
     for name, (size, kernel, padding) in selected.items():
         conv = all_convs[name]
-        geometry = LocallyConnected2d(  # shapes only, on meta: no memory, no init
-            conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device="meta")
+        geometry = lc_layer_like(conv, size, padding, device="meta")  # shapes only: no memory, no init
         conv_params = sum(p.numel() for p in conv.parameters(recurse=False))
         lc_params = sum(p.numel() for p in geometry.parameters())
         report.layers.append(ConvertedLayer(
@@ -345,8 +392,8 @@ def convert_to_lc_(
     report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude)
     for name, (size, kernel, padding) in selected.items():
         conv = model.get_submodule(name)
-        lc = LocallyConnected2d.from_conv(conv, size, noise=noise, kernel=kernel, padding=padding,
-                                          generator=generator)
+        lc = lc_layer_like(conv, size, padding).load_kernel_(
+            kernel, None if conv.bias is None else conv.bias.detach(), noise=noise, generator=generator)
         replace_submodule(model, name, lc)
     if selected and hasattr(model, "_traits"):  # timm's record of input constraints: LC layers take one size
         model._traits = dict(model._traits, fixed_input_size=True)
@@ -415,32 +462,19 @@ _SOURCE_KEYS = ("hf_hub_id", "hf_hub_filename", "url", "file", "state_dict", "so
 
 
 def lc_converted_cfg(base_cfg: Dict, input_size: Sequence[int]) -> Dict:
-    """The pretrained cfg of a converted model: the conv model's preprocessing (mean, std, crop,
-    classifier, labels) at the fixed LC ``input_size``, without the conv model's weight source."""
+    """The pretrained cfg of a converted model (architecture ``lc_converted``).
+
+    Args:
+        base_cfg: the conv model's pretrained cfg.
+        input_size: (C, H, W) the converted model accepts.
+
+    Returns:
+        The conv model's preprocessing (mean, std, crop, classifier, labels) at the fixed LC
+        ``input_size``, without the conv model's weight source.
+
+    Raises:
+        ValueError: ``input_size`` is not three positive ints.
+    """
     cfg = {k: v for k, v in dict(base_cfg).items() if k not in _SOURCE_KEYS}
     cfg.update(architecture=LC_CONVERTED, input_size=_check_input_size(input_size), fixed_input_size=True)
     return cfg
-
-
-def _build_converted(base: str, input_size: Sequence[int], keep_first: int, keep_1x1: bool, include: Patterns,
-                     exclude: Patterns, **kwargs) -> nn.Module:
-    model = create_model(base, **kwargs)
-    return convert_to_lc_(model, input_size, keep_first=keep_first, keep_1x1=keep_1x1, include=include,
-                          exclude=exclude)
-
-
-@register_model
-def lc_converted(pretrained: bool = False, base: str = "resnet18", input_size: Sequence[int] = (3, 224, 224),
-                 keep_first: int = 0, keep_1x1: bool = False, include: Patterns = None, exclude: Patterns = None,
-                 pretrained_cfg: Optional[Dict] = None, **kwargs) -> nn.Module:
-    """timm model ``base`` (any timm name) converted with ``convert_to_lc_`` at ``input_size``.
-
-    The weights are an exact LC copy of the conv model's init; ``pretrained=True`` loads a saved
-    converted checkpoint (``timm.create_model("local-dir:DIR", pretrained=True)``).
-    """
-    if pretrained_cfg is None:
-        pretrained_cfg = lc_converted_cfg(get_pretrained_cfg(base).to_dict(), input_size)
-    return build_model_with_cfg(
-        _build_converted, LC_CONVERTED, pretrained, pretrained_cfg=pretrained_cfg, kwargs_filter=("img_size",),
-        base=base, input_size=tuple(input_size), keep_first=keep_first, keep_1x1=keep_1x1, include=include,
-        exclude=exclude, **kwargs)

@@ -4,8 +4,8 @@ A run directory (``timm-lc train``, ``timm-lc convert``) holds ``model.safetenso
 ``config.json`` (what ``timm.create_model("local-dir:DIR", pretrained=True)`` reads), and may
 hold ``metrics.jsonl``, ``recipe.yaml``, ``checkpoints/`` and ``plots/``. Training, the Hub code,
 eval, convert and replicate write and read it only through this module. A run's sleep settings
-live in one place of config.json: ``pretrained_cfg["sleep"]`` for the lc_resnet* models, which
-``create_model`` gives back as ``model.sleep_cfg``.
+live in one place of config.json: ``pretrained_cfg["sleep"]``, which ``create_model`` gives back
+as ``model.sleep_cfg`` (older files may hold a root ``sleep`` key instead; it is still read).
 """
 import hashlib
 import json
@@ -19,9 +19,9 @@ import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from timm.models._hub import save_config_for_hf
 
 from ._io import atomic_path
+from ._timm_private import save_config_for_hf
 from .errors import CorruptCheckpointError, UnknownArchitectureError
 from .sharing.settings import SleepConfig
 
@@ -56,8 +56,21 @@ def save_pretrained(
     """Writes ``model.safetensors`` and a timm ``config.json`` into ``directory``, atomically.
 
     The format is what ``timm.create_model("local-dir:DIR", pretrained=True)`` and
-    ``timm-lc push`` read. ``extra_config`` keys (e.g. ``sleep``, ``metrics``) go to the root of
-    config.json. Each file is written under a temporary name, then renamed.
+    ``timm-lc push`` read. Each file is written under a temporary name, then renamed.
+
+    Args:
+        model: the model to save (its ``pretrained_cfg`` goes to config.json).
+        directory: the run directory (created if needed).
+        model_args: constructor arguments recorded for timm to rebuild the model.
+        extra_config: keys for the root of config.json (e.g. ``metrics``, ``recipe``); ``sleep``
+            (a dict or ``SleepConfig``) goes to ``pretrained_cfg["sleep"]`` instead, and a
+            ``pretrained_cfg`` dict updates the model's.
+
+    Returns:
+        ``directory`` as a Path.
+
+    Raises:
+        ValueError: ``sleep`` settings that are invalid, or given for a model without ``sleep_cfg``.
     """
     directory = Path(directory)
     extra_config = _place_sleep(model, dict(extra_config or {}))
@@ -71,27 +84,40 @@ def save_pretrained(
 
 
 def _place_sleep(model: torch.nn.Module, extra_config: Dict[str, Any]) -> Dict[str, Any]:
-    """Puts ``extra_config["sleep"]`` (a dict or ``SleepConfig``, checked) in its one place of config.json:
-    ``pretrained_cfg["sleep"]`` for a model that reads it back as ``model.sleep_cfg`` (the lc_resnet*
-    models), where ``create_model`` restores it; the root ``sleep`` key for any other model, whose
-    timm PretrainedCfg has no such field."""
+    """Moves ``extra_config["sleep"]`` (a dict or ``SleepConfig``, checked) to its one place of
+    config.json, ``pretrained_cfg["sleep"]``, which timm-lc's models (those with ``sleep_cfg``) read back.
+
+    Raises:
+        ValueError: sleep settings for a model that cannot read them back (timm's own
+            ``PretrainedCfg`` has no ``sleep`` field, so its config.json would not load).
+    """
     if "sleep" not in extra_config:
         return extra_config
     sleep = extra_config.pop("sleep")
+    if sleep is None and not hasattr(model, "sleep_cfg"):
+        return extra_config  # no settings to record
+    if not hasattr(model, "sleep_cfg"):
+        raise ValueError(
+            f"sleep settings are saved in pretrained_cfg['sleep'], which only timm-lc's models (lc_resnet*, "
+            f"lc_converted: they have sleep_cfg) read back; got a {type(model).__name__}")
     if sleep is not None:
         sleep = (sleep if isinstance(sleep, SleepConfig) else SleepConfig.from_dict(sleep)).to_dict()
-    if hasattr(model, "sleep_cfg"):
-        extra_config["pretrained_cfg"] = {**(extra_config.get("pretrained_cfg") or {}), "sleep": sleep}
-    else:
-        extra_config["sleep"] = sleep
+    extra_config["pretrained_cfg"] = {**(extra_config.get("pretrained_cfg") or {}), "sleep": sleep}
     return extra_config
 
 
 def config_sleep(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The sleep settings a config.json records (``pretrained_cfg["sleep"]``, or the root ``sleep`` key)."""
-    if "sleep" in config:
-        return config["sleep"]
-    return (config.get("pretrained_cfg") or {}).get("sleep")
+    """The sleep settings a config.json records.
+
+    Args:
+        config: a parsed config.json.
+
+    Returns:
+        ``pretrained_cfg["sleep"]``; for files written before it was the one place, the root
+        ``sleep`` key; None when neither is set.
+    """
+    sleep = (config.get("pretrained_cfg") or {}).get("sleep")
+    return config.get("sleep") if sleep is None else sleep
 
 
 def holds_run(path: Path) -> bool:

@@ -1,5 +1,5 @@
-"""How the Hub's answers read: which errors are transient (retried) and a clear message for each known one."""
-from typing import List, Optional, Tuple
+"""How the Hub's answers read: the HTTP status of an error and a clear message for each known one."""
+from typing import Optional
 
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -9,34 +9,33 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-__all__ = ["RETRY_STATUS", "TRANSIENT_ERRORS", "hub_error_message", "http_status"]
-
-RETRY_STATUS = (408, 429, 500, 502, 503, 504)
-
-
-def _transient_errors() -> Tuple[type, ...]:
-    """Network-level exception types of the HTTP client huggingface_hub uses (httpx or requests)."""
-    import importlib
-    errors: List[type] = [ConnectionError, TimeoutError]
-    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError"),
-                         ("requests.exceptions", "Timeout")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
-
-
-TRANSIENT_ERRORS = _transient_errors()
+__all__ = ["hub_error_message", "http_status"]
 
 
 def http_status(err: Exception) -> Optional[int]:
-    """The HTTP status of an error's response, if it has one."""
+    """The HTTP status of an error's response.
+
+    Args:
+        err: any exception.
+
+    Returns:
+        The status code, or None when the error carries no response.
+    """
     return getattr(getattr(err, "response", None), "status_code", None)
 
 
 def hub_error_message(err: Exception, repo_id: str, revision: Optional[str], action: str) -> Optional[str]:
-    """A clear message for a huggingface_hub error, or None if it is not one we know."""
+    """A clear message for a huggingface_hub error.
+
+    Args:
+        err: the error huggingface_hub raised.
+        repo_id: the repo the action concerned.
+        revision: its revision (None: main).
+        action: what was being done, the message's opening words.
+
+    Returns:
+        The message, or None if the error is not one we know.
+    """
     rev = revision or "main"
     if isinstance(err, RevisionNotFoundError):
         return f"{action}: revision '{rev}' does not exist in '{repo_id}'."

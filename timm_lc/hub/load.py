@@ -58,57 +58,85 @@ def _check_cached_blob(path: Path, origin: str) -> None:
         )
 
 
+_Resolved = Tuple[Dict[str, Any], Optional[Path]]
+
+
+def _resolve_hub(name: str, cache_dir: Optional[Union[str, Path]], verify_hash: bool) -> _Resolved:
+    """``hf-hub:ORG/NAME[@REV]``: config.json checked before the weights are downloaded."""
+    repo_id, revision = _split_revision(name.split(":", 1)[1])
+    config = read_config(_download(repo_id, CONFIG_NAME, revision, cache_dir, name), name)
+    check_architecture(config["architecture"], name)
+    weights = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, name)
+    if verify_hash:
+        _check_cached_blob(weights, name)
+    return config, weights
+
+
+def _resolve_local(name: str) -> _Resolved:
+    """``local-dir:DIR`` or a bare run directory."""
+    directory = Path(name.split(":", 1)[1] if name.startswith("local-dir:") else name)
+    if not (directory / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"loading {name}: expected {directory / CONFIG_NAME} (a timm-lc run directory)")
+    config = read_config(directory / CONFIG_NAME, name)
+    check_architecture(config["architecture"], name)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"loading {name}: expected weights {weights}; timm-lc checkpoints are safetensors")
+    return config, weights
+
+
+def _resolve_registered(name: str, cache_dir: Optional[Union[str, Path]], verify_hash: bool) -> _Resolved:
+    """``architecture[.tag]``: the registered pretrained cfg must name weights (Hub, URL or file)."""
+    architecture = name.split(".", 1)[0]
+    check_architecture(architecture, name)
+    published = [n for n in timm.list_models(architecture, include_tags=True)
+                 if getattr(timm.models.get_pretrained_cfg(n), "hf_hub_id", None)]
+    try:
+        cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    except RuntimeError as err:
+        raise HubError(f"loading {name}: no such pretrained tag; tags with weights: "
+                       f"{', '.join(published) or 'none'}") from err
+    config = {"architecture": architecture, "num_classes": cfg.num_classes, "pretrained_cfg": cfg.to_dict()}
+    if not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise HubError(
+            f"loading {name}: no pretrained weights are registered for it (timm would silently use a "
+            f"random init); tags with weights: {', '.join(published) or 'none'}. Load a run directory "
+            f"with local-dir:PATH or a Hub repo with hf-hub:ORG/NAME instead."
+        )
+    if not cfg.hf_hub_id:
+        return config, None
+    repo_id, revision = _split_revision(cfg.hf_hub_id)
+    weights = _download(repo_id, cfg.hf_hub_filename or WEIGHTS_NAME, revision, cache_dir, name)
+    if verify_hash:
+        _check_cached_blob(weights, name)
+    return config, weights
+
+
 def resolve_checkpoint(name: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None,
                        verify_hash: bool = True) -> Tuple[Dict[str, Any], Optional[Path]]:
-    """Finds, downloads (cached) and checks a checkpoint; returns ``(config, weights path)``.
+    """Finds, downloads (cached) and checks a checkpoint.
 
-    ``name`` is ``hf-hub:ORG/NAME[@REV]``, ``local-dir:DIR``, a run directory, or a registered
-    ``architecture[.tag]``. For a registered name whose weights come from a URL, the weights path
-    is None. ``verify_hash`` re-hashes a Hub download against its sha256 (catches corruption at rest).
-    Raises :class:`HubError` subclasses (or FileNotFoundError for a missing directory) with
-    messages naming the repo, revision or file.
+    Args:
+        name: ``hf-hub:ORG/NAME[@REV]``, ``local-dir:DIR``, a run directory, or a registered
+            ``architecture[.tag]``.
+        cache_dir: the Hugging Face cache to download into (default: huggingface_hub's).
+        verify_hash: re-hash a Hub download against its sha256 (catches corruption at rest).
+
+    Returns:
+        ``(config, weights path)``; the weights path is None for a registered name whose weights
+        come from a URL or a file.
+
+    Raises:
+        HubError: (or a subclass) naming the repo, revision or file that cannot be had.
+        FileNotFoundError: a directory without config.json or weights.
     """
     name = str(name)
-    if name.startswith("hf-hub:") or name.startswith("hf_hub:"):
-        repo_id, revision = _split_revision(name.split(":", 1)[1])
-        config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir, name)
-        config = read_config(config_path, name)
-        check_architecture(config["architecture"], name)
-        weights = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, name)
-        if verify_hash:
-            _check_cached_blob(weights, name)
+    if name.startswith(("hf-hub:", "hf_hub:")):
+        config, weights = _resolve_hub(name, cache_dir, verify_hash)
     elif name.startswith("local-dir:") or os.path.isdir(name):
-        directory = Path(name.split(":", 1)[1] if name.startswith("local-dir:") else name)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"loading {name}: expected {directory / CONFIG_NAME} (a timm-lc run directory)")
-        config = read_config(directory / CONFIG_NAME, name)
-        check_architecture(config["architecture"], name)
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(f"loading {name}: expected weights {weights}; timm-lc checkpoints are safetensors")
+        config, weights = _resolve_local(name)
     else:
-        architecture = name.split(".", 1)[0]
-        check_architecture(architecture, name)
-        published = [n for n in timm.list_models(architecture, include_tags=True)
-                     if getattr(timm.models.get_pretrained_cfg(n), "hf_hub_id", None)]
-        try:
-            cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
-        except RuntimeError as err:
-            raise HubError(f"loading {name}: no such pretrained tag; tags with weights: "
-                           f"{', '.join(published) or 'none'}") from err
-        config = {"architecture": architecture, "num_classes": cfg.num_classes, "pretrained_cfg": cfg.to_dict()}
-        weights = None
-        if not (cfg.hf_hub_id or cfg.url or cfg.file):
-            raise HubError(
-                f"loading {name}: no pretrained weights are registered for it (timm would silently use a "
-                f"random init); tags with weights: {', '.join(published) or 'none'}. Load a run directory "
-                f"with local-dir:PATH or a Hub repo with hf-hub:ORG/NAME instead."
-            )
-        if cfg.hf_hub_id:
-            repo_id, revision = _split_revision(cfg.hf_hub_id)
-            weights = _download(repo_id, cfg.hf_hub_filename or WEIGHTS_NAME, revision, cache_dir, name)
-            if verify_hash:
-                _check_cached_blob(weights, name)
+        config, weights = _resolve_registered(name, cache_dir, verify_hash)
     if weights is not None and weights.suffix == ".safetensors":
         validate_safetensors(weights, name)
     return config, weights
@@ -119,10 +147,24 @@ def load_pretrained_model(name: Union[str, Path], pretrained: bool = True,
                           **kwargs: Any) -> torch.nn.Module:
     """``timm.create_model(name, pretrained=...)`` with clear errors for every way loading can fail.
 
-    ``name`` as in :func:`resolve_checkpoint` (a bare run directory is read as ``local-dir:``).
     The checkpoint is resolved and checked first (repo, revision, files, safetensors integrity,
     architecture registered), then timm builds the model from the same cached files, so timm's
-    own ``hf-hub:``/``local-dir:`` loading is what runs. ``kwargs`` go to timm.create_model.
+    own ``hf-hub:``/``local-dir:`` loading is what runs.
+
+    Args:
+        name: as in :func:`resolve_checkpoint` (a bare run directory is read as ``local-dir:``).
+        pretrained: load the weights (False: only check that the architecture is registered).
+        cache_dir: the Hugging Face cache to download into.
+        verify_hash: re-hash a Hub download against its sha256.
+        **kwargs: passed to ``timm.create_model``.
+
+    Returns:
+        The model.
+
+    Raises:
+        HubError: the checkpoint cannot be found, downloaded or read (``CorruptCheckpointError``
+            for damaged weights, ``UnknownArchitectureError`` for an unregistered architecture).
+        FileNotFoundError: a run directory without config.json or weights.
     """
     name = str(name)
     if not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) and os.path.isdir(name):

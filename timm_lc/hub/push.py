@@ -1,4 +1,5 @@
 """Publishing a run directory (or a model) to the Hub in one commit, retrying transient failures."""
+import inspect
 import json
 import re
 import tempfile
@@ -10,11 +11,12 @@ from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import http_backoff
 
 from ..errors import HubError
 from ..run_dir import CONFIG_NAME, PLOTS_DIR, WEIGHTS_NAME, read_run, save_pretrained
 from .card import CARD_NAME, DEFAULT_LICENSE, render_model_card
-from .http import RETRY_STATUS, TRANSIENT_ERRORS, hub_error_message, http_status
+from .http import hub_error_message, http_status
 from .manifest import manifest_entry
 
 __all__ = ["PushResult", "push_to_hub"]
@@ -34,15 +36,30 @@ class PushResult:
     manifest_entry: Dict[str, Any]
 
 
+def _backoff_default(name: str) -> tuple:
+    value = inspect.signature(http_backoff).parameters[name].default
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+# huggingface_hub retries single HTTP requests (``http_backoff``) but not an HfApi call such as
+# ``create_commit``; whole calls are retried on exactly what ``http_backoff`` retries by default.
+_RETRY_STATUS = _backoff_default("retry_on_status_codes")
+_RETRY_ERRORS = _backoff_default("retry_on_exceptions")
+
+
+def _transient(err: Exception) -> bool:
+    return http_status(err) in _RETRY_STATUS if isinstance(err, HfHubHTTPError) else isinstance(err, _RETRY_ERRORS)
+
+
 def _with_retries(fn: Callable[[], T], max_retries: int, retry_wait: float) -> T:
-    """Calls ``fn``; on a server error (5xx, 408, 429) or network error retries up to ``max_retries`` times."""
+    """Calls ``fn``, retrying it up to ``max_retries`` times (waits ``retry_wait * 2**attempt`` s) on
+    the errors huggingface_hub's ``http_backoff`` retries."""
     attempt = 0
     while True:
         try:
             return fn()
-        except (HfHubHTTPError, *TRANSIENT_ERRORS) as err:
-            transient = http_status(err) in RETRY_STATUS if isinstance(err, HfHubHTTPError) else True
-            if not transient or attempt == max_retries:
+        except (HfHubHTTPError, *_RETRY_ERRORS) as err:
+            if not _transient(err) or attempt == max_retries:
                 raise
             time.sleep(retry_wait * 2 ** attempt)
             attempt += 1
@@ -67,16 +84,34 @@ def push_to_hub(
     """Publishes a run directory (or a model) to the Hub repo ``repo_id`` in a single commit.
 
     Uploads ``model.safetensors`` (never pickles), the timm ``config.json`` (architecture,
-    num_classes, pretrained_cfg, model_args and the ``sleep`` settings), a generated model card
+    num_classes, pretrained_cfg with the sleep settings, model_args), a generated model card
     ``README.md`` and ``plots/*.png``. The run is checked completely (config, weights complete
     and matching the architecture) and a token must be available before anything is sent. The
-    repo (and branch ``revision``) is created if needed; server errors are retried
-    ``max_retries`` times with exponential waits from ``retry_wait`` seconds. Everything goes
-    into one commit, so the repo holds all of the checkpoint or none of it.
+    repo (and branch ``revision``) is created if needed. Everything goes into one commit, so the
+    repo holds all of the checkpoint or none of it.
 
-    A model (``nn.Module``) is first written with :func:`save_pretrained` (``model_args``,
-    ``extra_config`` as there). ``model_name`` (e.g. ``"lc_resnet20_hebb.c10"``) is recorded in
-    the returned manifest entry.
+    Args:
+        model_or_run_dir: a run directory, or a model first written with :func:`save_pretrained`.
+        repo_id: the Hub repo, ``ORG/NAME``.
+        private: create the repo private.
+        revision: the branch to commit to (default ``main``; created if needed).
+        token: the Hugging Face token (default: huggingface_hub's, e.g. ``HF_TOKEN``).
+        commit_message: the commit's message.
+        license: the license named in the model card.
+        model_args: for a model: constructor arguments recorded in config.json.
+        extra_config: for a model: extra config.json keys, as in :func:`save_pretrained`.
+        model_name: the name recorded in the manifest entry (e.g. ``"lc_resnet20_hebb.c10"``).
+        max_retries: retries of each Hub call on a server or network error.
+        retry_wait: seconds before the first retry (doubling each time).
+        endpoint: the Hub endpoint (default: huggingface_hub's, ``HF_ENDPOINT``).
+
+    Returns:
+        A :class:`PushResult`: repo, branch, commit, files and the manifest entry.
+
+    Raises:
+        ValueError: a malformed ``repo_id`` or negative retry settings.
+        TypeError: ``model_or_run_dir`` is neither a module nor a path.
+        HubError: no token, or the Hub refused the push (nothing was committed).
     """
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
         raise ValueError(f"expected repo_id 'ORG/NAME' (letters, digits, '-', '_', '.'), got {repo_id!r}")
@@ -124,9 +159,9 @@ def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str
         commit = _with_retries(
             lambda: api.create_commit(repo_id, operations(), commit_message=commit_message, revision=branch),
             max_retries, retry_wait)
-    except (HfHubHTTPError, *TRANSIENT_ERRORS) as err:
+    except (HfHubHTTPError, *_RETRY_ERRORS) as err:
         message = hub_error_message(err, repo_id, branch, step) or f"{step}: {err}"
-        if not isinstance(err, HfHubHTTPError) or http_status(err) in RETRY_STATUS:
+        if _transient(err):
             message += f" Gave up after {max_retries} retries."
         raise HubError(
             f"{message} The checkpoint is pushed in a single commit, so '{repo_id}' holds none of this push."

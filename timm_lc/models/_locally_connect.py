@@ -12,7 +12,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from ..convert import plan_conversion, replace_submodule
+from ..convert import lc_layer_like, plan_conversion, replace_submodule
 from ..layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = ["init_lc_kaiming_normal_", "locally_connect_"]
@@ -29,6 +29,14 @@ def init_lc_kaiming_normal_(
     The fan is that of one position's filters seen as a conv kernel (fan_out = C_out * kh * kw,
     fan_in = C_in / groups * kh * kw): each position gets its own independent draw with the
     conv's law. The bias, if any, is zeroed. In place; no-op on the meta device.
+
+    Args:
+        lc: the layer to initialise.
+        mode: ``fan_out`` or ``fan_in``, as ``torch.nn.init.kaiming_normal_``.
+        nonlinearity: the gain's nonlinearity, as ``torch.nn.init.calculate_gain``.
+
+    Returns:
+        The same layer.
     """
     if lc.weight.device.type == "meta":
         return lc
@@ -51,10 +59,22 @@ def locally_connect_(
 ) -> List[str]:
     """Replaces the model's convs by freshly initialised LocallyConnected2d layers, in place.
 
-    ``keep_first`` keeps the first n convs (forward-call order) convolutional, ``keep_1x1`` keeps
-    1x1 convs (the selection of ``timm_lc.convert.plan_conversion``). Each LC layer is allocated on
-    ``device`` / ``dtype`` (default: the conv's) and initialised with ``init_lc_kaiming_normal_``.
-    Returns the names of the replaced convs.
+    The convs are selected as ``timm_lc.convert.plan_conversion`` selects them; each LC layer is
+    allocated once (``timm_lc.convert.lc_layer_like``) and initialised with ``init_lc_kaiming_normal_``.
+
+    Args:
+        model: the conv architecture, freshly built.
+        input_size: (C, H, W) the model will accept.
+        keep_first: keep the first n convs (forward-call order) convolutional.
+        keep_1x1: keep 1x1 convs convolutional.
+        device: where to allocate the LC weights (default: each conv's; 'meta' allocates nothing).
+        dtype: the LC weights' dtype (default: each conv's).
+
+    Returns:
+        The names of the replaced convs.
+
+    Raises:
+        ValueError: ``keep_first`` is negative or exceeds the model's convs.
     """
     report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, on_meta=True)
     convs = len(report.layers) + len(report.kept)
@@ -62,12 +82,6 @@ def locally_connect_(
         raise ValueError(f"keep_first={keep_first} exceeds the model's {convs} convs")
     for name, (size, _, padding) in selected.items():
         conv = model.get_submodule(name)
-        target_device = conv.weight.device if device is None else torch.device(device)
-        lc = LocallyConnected2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, size, stride=conv.stride, padding=padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device="meta", dtype=dtype or conv.weight.dtype)
-        if target_device.type != "meta":
-            lc = lc.to_empty(device=target_device)  # the one allocation of this layer's weights
+        lc = lc_layer_like(conv, size, padding, device=device, dtype=dtype)  # the one allocation of its weights
         replace_submodule(model, name, init_lc_kaiming_normal_(lc))
     return list(selected)

@@ -19,7 +19,6 @@ every position)::
 ``_hebb`` variants carry the paper's sleep-phase settings in ``pretrained_cfg["sleep"]`` and
 ``model.sleep_cfg`` (None for the others), for ``timm_lc.train.SleepPhase.from_model``.
 """
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
@@ -27,21 +26,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
-    DropPath, LayerType, create_classifier, get_act_layer, get_device_dtype, get_norm_layer, register_notrace_function,
+    LayerType, create_classifier, get_act_layer, get_device_dtype, get_norm_layer, register_notrace_function,
     to_2tuple)
 from timm.models import (
-    BasicBlock, Bottleneck, PretrainedCfg, build_model_with_cfg, checkpoint_seq, generate_default_cfgs,
-    register_model)
+    BasicBlock, Bottleneck, build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model)
+from timm.models.resnet import make_blocks
 
+from .._timm_private import feature_take_indices
 from ..layers import kernel_to_filters
-from ..sharing.settings import PAPER_SLEEP, SleepConfig
+from ..sharing.settings import PAPER_SLEEP
 from ._locally_connect import locally_connect_
+from ._pretrained_cfg import LcPretrainedCfg, attach_sleep_cfg, lc_pretrained_cfg
 
 __all__ = ["LcResNet", "checkpoint_filter_fn", "PAPER_SLEEP_CFG"]
 
 MAX_STAGES = 4
 _STAGE_NAMES = tuple(f"layer{i + 1}" for i in range(MAX_STAGES))
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+_TIMM_STEM_REDUCTION = 4  # the stem reduction timm's make_blocks assumes (stride-2 conv + max-pool)
 
 PAPER_SLEEP_CFG: Dict[str, Any] = PAPER_SLEEP.to_dict()  # the paper's sleep phase as a cfg dict
 
@@ -68,58 +70,21 @@ torch.fx.wrap("_check_image_size")  # a leaf for any fx tracer, not only timm's
 
 
 def _make_stages(block: Type[nn.Module], channels: Tuple[int, ...], layers: Tuple[int, ...], inplanes: int,
-                 strides: List[int], output_stride: int, drop_path_rate: float, **block_kwargs: Any
+                 stem_reduction: int, output_stride: int, drop_path_rate: float, **block_kwargs: Any
                  ) -> Tuple[List[Tuple[str, nn.Module]], List[Dict[str, Any]]]:
-    """timm ResNet stages (``layer1``..., timm's module names): stage i > 0 halves the size, or dilates
-    once ``strides[i]`` would pass ``output_stride``; a 1x1 conv + norm shortcut where the shape changes;
-    stochastic depth rising linearly to ``drop_path_rate``."""
-    dd = {k: block_kwargs.pop(k) for k in ("device", "dtype") if k in block_kwargs}
-    norm_layer = block_kwargs["norm_layer"]
-    stages, feature_info = [], []
-    total, index = sum(layers), 0
-    reduction, dilation, prev_dilation = strides[0], 1, 1
-    for stage_index, (planes, num_blocks) in enumerate(zip(channels, layers)):
-        stride = 1 if stage_index == 0 else 2
-        if stage_index > 0 and reduction >= output_stride:
-            dilation, stride = dilation * stride, 1
-        else:
-            reduction *= stride
-        out_channels = planes * block.expansion
-        downsample = None
-        if stride != 1 or inplanes != out_channels:
-            downsample = nn.Sequential(nn.Conv2d(inplanes, out_channels, 1, stride=stride, bias=False, **dd),
-                                       norm_layer(out_channels, **dd))
-        blocks = []
-        for block_index in range(num_blocks):
-            rate = drop_path_rate * index / max(total - 1, 1)
-            blocks.append(block(
-                inplanes, planes, stride if block_index == 0 else 1, downsample if block_index == 0 else None,
-                first_dilation=prev_dilation, dilation=dilation, drop_path=DropPath(rate) if rate > 0 else None,
-                **block_kwargs, **dd))
-            prev_dilation, inplanes, index = dilation, out_channels, index + 1
-        name = _STAGE_NAMES[stage_index]
-        stages.append((name, nn.Sequential(*blocks)))
-        feature_info.append(dict(num_chs=inplanes, reduction=reduction, module=name))
+    """timm's ResNet stages (``make_blocks``) behind a stem of any reduction (CIFAR's is 1).
+
+    ``make_blocks`` counts strides from the ImageNet stem's 4: ``output_stride`` goes to it on that
+    scale and the feature reductions come back on ours (exact: both are the stem reduction times a
+    power of two).
+    """
+    stages, feature_info = make_blocks(
+        (block,) * len(layers), channels, layers, inplanes,
+        output_stride=output_stride * _TIMM_STEM_REDUCTION // stem_reduction, drop_path_rate=drop_path_rate,
+        **block_kwargs)
+    for info in feature_info:
+        info["reduction"] = info["reduction"] * stem_reduction // _TIMM_STEM_REDUCTION
     return stages, feature_info
-
-
-def _take_indices(num_features: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
-    """timm's intermediate selection: None all, an int the last n, a list those (negative from the end);
-    returns the absolute indices and the largest (scriptable)."""
-    if indices is None:
-        indices = num_features
-    if isinstance(indices, int):
-        if not 0 < indices <= num_features:
-            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_features})")
-        take = [num_features - indices + i for i in range(indices)]
-    else:
-        take: List[int] = []
-        for i in indices:
-            index = num_features + i if i < 0 else i
-            if not 0 <= index < num_features:
-                raise ValueError(f"feature index {index} is out of range (0 to {num_features - 1})")
-            take.append(index)
-    return take, max(take)
 
 
 class LcResNet(nn.Module):
@@ -180,6 +145,8 @@ class LcResNet(nn.Module):
         if not 1 <= len(layers) <= MAX_STAGES or len(layers) != len(channels):
             raise ValueError(f"layers and channels must have the same length, 1 to {MAX_STAGES}; "
                              f"got layers={layers}, channels={channels}")
+        if sum(layers) < 2:  # timm's stage builder spreads stochastic depth over (blocks - 1)
+            raise ValueError(f"layers must hold at least 2 blocks in all, got layers={layers}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.img_size = to_2tuple(img_size)
@@ -205,7 +172,7 @@ class LcResNet(nn.Module):
             raise ValueError(f"output_stride must be one of {strides} for this stem, got {output_stride}")
         target_stride = output_stride or strides[-1]
         stages, stage_info = _make_stages(
-            block, channels, layers, stem_width, strides, target_stride, drop_path_rate,
+            block, channels, layers, stem_width, stem_reduction, target_stride, drop_path_rate,
             act_layer=act_layer, norm_layer=norm_layer, **dd)
         for name, stage in stages:
             self.add_module(name, stage)
@@ -281,7 +248,7 @@ class LcResNet(nn.Module):
         """Final features and the stem / stage outputs selected by ``indices`` (timm semantics)."""
         assert output_fmt in ("NCHW",), "Output shape must be NCHW."
         intermediates = []
-        take_indices, max_index = _take_indices(self.num_stages + 1, indices)
+        take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
         x = self._stem(self._check_input(x))
         if 0 in take_indices:
             intermediates.append(x)
@@ -308,7 +275,7 @@ class LcResNet(nn.Module):
             prune_head: bool = True,
     ) -> List[int]:
         """Drops the stages (and head) not needed for the intermediates ``indices``."""
-        take_indices, max_index = _take_indices(self.num_stages + 1, indices)
+        take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
         for name in _STAGE_NAMES[max_index:self.num_stages]:
             setattr(self, name, nn.Sequential())
         if max_index == 0:
@@ -364,23 +331,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     return out
 
 
-@dataclass
-class LcPretrainedCfg(PretrainedCfg):
-    """timm's PretrainedCfg plus the sleep-phase settings a ``_hebb`` model is trained with."""
-    sleep: Optional[Dict[str, Any]] = None
-
-
 def _create_lc_resnet(variant: str, pretrained: bool = False, **kwargs) -> LcResNet:
-    pretrained_cfg = kwargs.pop("pretrained_cfg", None)
-    if isinstance(pretrained_cfg, dict):
-        # a cfg read back from a config.json: keep its "sleep" entry (timm's PretrainedCfg has none)
-        pretrained_cfg = LcPretrainedCfg(**pretrained_cfg)
+    pretrained_cfg = lc_pretrained_cfg(kwargs.pop("pretrained_cfg", None))  # keeps a config.json's "sleep"
     num_feature_levels = len(kwargs.get("layers", ())) + 1  # stem + stages
     model = build_model_with_cfg(
         LcResNet, variant, pretrained, pretrained_cfg=pretrained_cfg, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=tuple(range(num_feature_levels))), **kwargs)
-    sleep = model.pretrained_cfg.get("sleep")
-    model.sleep_cfg = SleepConfig.from_dict(sleep).to_dict() if sleep is not None else None
+    model = attach_sleep_cfg(model)
     # the input the model was built for, for timm's resolve_model_data_config (set after the weights are
     # loaded: timm adapts a pretrained stem to in_chans by the cfg's original input_size)
     cfg_size = model.pretrained_cfg["input_size"]

@@ -126,6 +126,75 @@ def choose_solver(solver: str, rule, trace: bool, blocks: List[PoolBlock], itera
     return "compose" if compose < iterate else "iterate"
 
 
+@dataclass(frozen=True)
+class _Sleep:
+    """One layer's sleep: the noise source and the rule applied to every state at each step."""
+    layer: LocallyConnected2d
+    steps: List[float]
+    batch_size: int
+    gamma: float
+    generator: torch.Generator
+    rule: Callable
+    check_every: int
+
+
+def _run_steps(sleep: _Sleep, states: List[PoolBlock], outcome: SleepOutcome,
+               check: Callable[[], Optional[str]], trace_start: float = 0.0) -> Optional[str]:
+    """Applies the rule to ``states`` at every step, anchored at their start; ``check()`` every
+    ``check_every`` steps and after the last. Returns the first divergence reason, or None."""
+    gamma, rule = sleep.gamma, sleep.rule
+    anchors = [b.dev.clone() for b in states] if gamma > 0 else [None] * len(states)
+    anchor_means = [b.mean.clone() for b in states] if gamma > 0 and rule.moves_mean else [None] * len(states)
+    fixed = gamma / (1.0 + gamma)
+    for t, step in enumerate(sleep.steps):
+        noise = draw_noise(sleep.layer, sleep.batch_size, sleep.generator)
+        for state, anchor, anchor_mean in zip(states, anchors, anchor_means):
+            rule(state, state.inputs(noise), step, gamma, anchor, anchor_mean)
+        outcome.iterations_run = t + 1
+        if outcome.trace is not None:
+            dist = math.sqrt(_sum_sq([b.dev - fixed * a if a is not None else b.dev
+                                      for b, a in zip(states, anchors)]))
+            outcome.trace.append(dist / trace_start if trace_start > 0 else 0.0)
+        if (t + 1) % sleep.check_every == 0 or t + 1 == len(sleep.steps):
+            reason = check()
+            if reason is not None:
+                return reason
+    return None
+
+
+def _sleep_iterate(sleep: _Sleep, blocks: List[PoolBlock], outcome: SleepOutcome) -> Optional[str]:
+    """The 'iterate' solver: the rule updates the pooled deviations themselves at every step."""
+    dev0 = _sum_sq([b.dev for b in blocks])
+    mean0 = _sum_sq([b.mean for b in blocks])
+
+    def check() -> Optional[str]:
+        mean = _sum_sq([b.mean for b in blocks]) if sleep.rule.moves_mean else mean0
+        return _divergence(_sum_sq([b.dev for b in blocks]), mean, dev0, mean0)
+
+    trace_start = 0.0
+    if outcome.trace is not None:
+        trace_start = math.sqrt(dev0) * (1.0 - sleep.gamma / (1.0 + sleep.gamma))
+    return _run_steps(sleep, blocks, outcome, check, trace_start)
+
+
+def _sleep_compose(sleep: _Sleep, blocks: List[PoolBlock], outcome: SleepOutcome) -> Optional[str]:
+    """The 'compose' solver: the sleep runs on the identity (its states become ``K_T``), then
+    ``D_T = D_0 K_T``; non-finite values are checked on the way, growth once at the end."""
+    dev0 = _sum_sq([b.dev for b in blocks])
+    mean0 = _sum_sq([b.mean for b in blocks])
+    states = identity_states(blocks)
+
+    def check() -> Optional[str]:
+        return None if all(bool(torch.isfinite(s.dev).all()) for s in states) else "non-finite weights"
+
+    reason = _run_steps(sleep, states, outcome, check)
+    if reason is not None:
+        return reason
+    for block, state in zip(blocks, states):
+        block.dev = torch.bmm(block.dev, state.dev)
+    return _divergence(_sum_sq([b.dev for b in blocks]), mean0, dev0, mean0)
+
+
 def sleep_layer_(
         layer: LocallyConnected2d,
         pools: LayerPools,
@@ -143,11 +212,32 @@ def sleep_layer_(
 ) -> SleepOutcome:
     """Runs ``iterations`` noise-driven plasticity steps on ``layer``'s pools, in place.
 
-    ``rule`` is the per-block update (``HebbianRule()`` by default; ``rate.RateRule`` simulates the
-    lateral circuit). ``solver``: see ``choose_solver`` (both give the same result up to float
-    rounding; 'compose' checks for growth once, at the end, and for non-finite values on the way).
-    With ``trace`` the outcome lists, after every iteration, the distance of the deviations to the
-    white-noise fixed point ``gamma/(1+gamma) D_anchor`` relative to its start.
+    A diverging layer (non-finite or growing deviation) is left as it was and a
+    ``SleepDivergenceWarning`` is raised.
+
+    Args:
+        layer: the LC layer to sleep.
+        pools: its pools (``find_pools``).
+        iterations: plasticity steps.
+        batch_size: noise patches per step.
+        gamma: anchor strength.
+        generator: the noise generator.
+        lr: the step size (None: from ``schedule``, fan-in normalised).
+        schedule: the step-size schedule (``schedule.step_sizes``).
+        check_every: steps between divergence checks.
+        trace: record, after every step, the distance of the deviations to the white-noise fixed
+            point ``gamma/(1+gamma) D_anchor`` relative to its start.
+        rule: the per-block update (``HebbianRule()`` by default; ``rate.RateRule`` simulates the
+            lateral circuit).
+        name: the layer's name in warnings.
+        solver: 'auto', 'iterate' or 'compose' (see ``choose_solver``; both give the same result up
+            to float rounding; 'compose' checks for growth once, at the end).
+
+    Returns:
+        The layer's :class:`SleepOutcome`.
+
+    Raises:
+        ValueError: an unknown solver, or 'compose' with a rule other than Hebbian or with ``trace``.
     """
     rule = HebbianRule() if rule is None else rule
     steps = step_sizes(iterations, layer.fan_in, batch_size, gamma, lr, schedule, pools.multiplicity)
@@ -156,42 +246,10 @@ def sleep_layer_(
         return outcome
     blocks = gather_blocks(layer, pools)
     outcome.extras["solver"] = solver = choose_solver(solver, rule, trace, blocks, iterations, batch_size)
-    dev0 = _sum_sq([b.dev for b in blocks])
-    mean0 = _sum_sq([b.mean for b in blocks])
-    if solver == "compose":  # run the sleep on the identity: states[i].dev becomes K_T
-        states = identity_states(blocks)
-    else:
-        states = blocks
-    anchors = [b.dev.clone() for b in states] if gamma > 0 else [None] * len(states)
-    anchor_means = [b.mean.clone() for b in states] if gamma > 0 and rule.moves_mean else [None] * len(states)
-    fixed = gamma / (1.0 + gamma)
     if trace:
         outcome.trace = []
-        start = math.sqrt(dev0) * (1.0 - fixed)
-
-    reason = None
-    for t, step in enumerate(steps):
-        noise = draw_noise(layer, batch_size, generator)
-        for state, anchor, anchor_mean in zip(states, anchors, anchor_means):
-            rule(state, state.inputs(noise), step, gamma, anchor, anchor_mean)
-        outcome.iterations_run = t + 1
-        if trace:
-            dist = math.sqrt(_sum_sq([b.dev - fixed * a if a is not None else b.dev
-                                      for b, a in zip(states, anchors)]))
-            outcome.trace.append(dist / start if start > 0 else 0.0)
-        if (t + 1) % check_every == 0 or t + 1 == iterations:
-            if solver == "compose":
-                if not all(bool(torch.isfinite(s.dev).all()) for s in states):
-                    reason = "non-finite weights"
-            else:
-                mean = _sum_sq([b.mean for b in blocks]) if rule.moves_mean else mean0
-                reason = _divergence(_sum_sq([b.dev for b in blocks]), mean, dev0, mean0)
-            if reason is not None:
-                break
-    if reason is None and solver == "compose":
-        for block, state in zip(blocks, states):
-            block.dev = torch.bmm(block.dev, state.dev)
-        reason = _divergence(_sum_sq([b.dev for b in blocks]), mean0, dev0, mean0)
+    sleep = _Sleep(layer, steps, batch_size, gamma, generator, rule, check_every)
+    reason = (_sleep_compose if solver == "compose" else _sleep_iterate)(sleep, blocks, outcome)
     if reason is not None:
         outcome.rolled_back, outcome.reason = True, f"{reason} after {outcome.iterations_run} iterations"
         warnings.warn(

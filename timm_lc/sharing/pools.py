@@ -40,7 +40,6 @@ from timm_lc.layers import LocallyConnected2d
 from .settings import POOL_MODES
 
 
-
 @dataclass(frozen=True)
 class LayerPools:
     """The shared pools of one layer geometry (CPU tensors; positions are flat ``h * W_out + w``).
@@ -88,36 +87,37 @@ def _slot_map(residue: Tuple[int, int], kernel_size: Tuple[int, int], dilation: 
     return (a[:, None] * kw + b[None, :]).reshape(-1)
 
 
-@lru_cache(maxsize=256)
-def _find_pools(
-        pools: str,
-        input_size: Tuple[int, int],
-        kernel_size: Tuple[int, int],
-        stride: Tuple[int, int],
-        dilation: Tuple[int, int],
-        pads: Tuple[int, int, int, int],
-        padding_mode: str,
-        output_size: Tuple[int, int],
-) -> LayerPools:
+def _full_pools(kernel_size: Tuple[int, int], output_size: Tuple[int, int]) -> LayerPools:
+    """One pool of all positions (none for a single position), every member reading the patch as it is."""
     kh, kw = kernel_size
     ho, wo = output_size
-    multiplicity = math.gcd(dilation[0], kh) * math.gcd(dilation[1], kw)
-    if pools == "full":  # one pool of all positions (none for a single position)
-        if ho * wo < 2:
-            return LayerPools(output_size, (), (), 1)
-        return LayerPools(output_size, (torch.arange(ho * wo),), (torch.arange(kh * kw),), 1)
+    if ho * wo < 2:
+        return LayerPools(output_size, (), (), 1)
+    return LayerPools(output_size, (torch.arange(ho * wo),), (torch.arange(kh * kw),), 1)
 
-    if pools == "residue":  # output residue classes, borders included; noise tiled over the padded input
-        key = ((torch.arange(ho) % kh)[:, None] * kw + (torch.arange(wo) % kw)[None, :]).reshape(-1)
-        positions, slot_maps = [], []
-        for k in range(kh * kw):
-            members = torch.nonzero(key == k).flatten()
-            if members.numel() >= 2:
-                i, j = divmod(k, kw)
-                positions.append(members)
-                slot_maps.append(_slot_map(((i * stride[0]) % kh, (j * stride[1]) % kw), kernel_size, dilation))
-        return LayerPools(output_size, tuple(positions), tuple(slot_maps), multiplicity)
 
+def _residue_pools(kernel_size: Tuple[int, int], stride: Tuple[int, int], dilation: Tuple[int, int],
+                   output_size: Tuple[int, int], multiplicity: int) -> LayerPools:
+    """Output residue classes, borders included; the noise is tiled over the padded input."""
+    kh, kw = kernel_size
+    ho, wo = output_size
+    key = ((torch.arange(ho) % kh)[:, None] * kw + (torch.arange(wo) % kw)[None, :]).reshape(-1)
+    positions, slot_maps = [], []
+    for k in range(kh * kw):
+        members = torch.nonzero(key == k).flatten()
+        if members.numel() >= 2:
+            i, j = divmod(k, kw)
+            positions.append(members)
+            slot_maps.append(_slot_map(((i * stride[0]) % kh, (j * stride[1]) % kw), kernel_size, dilation))
+    return LayerPools(output_size, tuple(positions), tuple(slot_maps), multiplicity)
+
+
+def _paper_pools(input_size: Tuple[int, int], kernel_size: Tuple[int, int], stride: Tuple[int, int],
+                 dilation: Tuple[int, int], pads: Tuple[int, int, int, int], padding_mode: str,
+                 output_size: Tuple[int, int], multiplicity: int) -> LayerPools:
+    """Residue classes of the regular positions: those whose whole receptive field reads the tiling."""
+    kh, kw = kernel_size
+    ho, wo = output_size
     left, right, top, bottom = pads
     rows = torch.arange(input_size[0]) % kh
     cols = torch.arange(input_size[1]) % kw
@@ -148,11 +148,42 @@ def _find_pools(
     return LayerPools(output_size, tuple(positions), tuple(slot_maps), multiplicity)
 
 
+@lru_cache(maxsize=256)
+def _find_pools(
+        pools: str,
+        input_size: Tuple[int, int],
+        kernel_size: Tuple[int, int],
+        stride: Tuple[int, int],
+        dilation: Tuple[int, int],
+        pads: Tuple[int, int, int, int],
+        padding_mode: str,
+        output_size: Tuple[int, int],
+) -> LayerPools:
+    """The pools of one layer geometry in one mode (cached: layers of equal geometry share them)."""
+    if pools == "full":
+        return _full_pools(kernel_size, output_size)
+    multiplicity = math.gcd(dilation[0], kernel_size[0]) * math.gcd(dilation[1], kernel_size[1])
+    if pools == "residue":
+        return _residue_pools(kernel_size, stride, dilation, output_size, multiplicity)
+    return _paper_pools(input_size, kernel_size, stride, dilation, pads, padding_mode, output_size, multiplicity)
+
+
 def find_pools(layer: LocallyConnected2d, pools: str = "paper") -> LayerPools:
-    """The pools of ``layer``: ``paper`` (residue classes of regular positions), ``residue`` (output
-    residue classes ``(h mod kh, w mod kw)``, borders included) or ``full`` (all positions).
+    """The pools of ``layer``.
 
     Depends only on the layer's geometry, so results are cached and shared between layers.
+
+    Args:
+        layer: the LC layer.
+        pools: ``paper`` (residue classes of regular positions), ``residue`` (output residue
+            classes ``(h mod kh, w mod kw)``, borders included) or ``full`` (all positions).
+
+    Returns:
+        The layer's :class:`LayerPools`.
+
+    Raises:
+        TypeError: ``layer`` is not a LocallyConnected2d.
+        ValueError: an unknown ``pools`` mode.
     """
     if not isinstance(layer, LocallyConnected2d):
         raise TypeError(f"expected a LocallyConnected2d, got {type(layer).__name__}")
@@ -162,5 +193,17 @@ def find_pools(layer: LocallyConnected2d, pools: str = "paper") -> LayerPools:
 
 
 def pool_ids(layer: LocallyConnected2d, pools: str = "paper") -> Tensor:
-    """(H_out, W_out) pool index of every output position of ``layer``; -1 where it shares with nobody."""
+    """The pool index of every output position of ``layer``.
+
+    Args:
+        layer: the LC layer.
+        pools: the pool mode, as in :func:`find_pools`.
+
+    Returns:
+        An (H_out, W_out) long tensor: each position's pool, -1 where it shares with nobody.
+
+    Raises:
+        TypeError: ``layer`` is not a LocallyConnected2d.
+        ValueError: an unknown ``pools`` mode.
+    """
     return find_pools(layer, pools).pool_ids()

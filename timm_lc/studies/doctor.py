@@ -3,26 +3,27 @@
 ``timm-lc doctor --device cuda --output doctor.json`` runs these sections in order, each in its
 own try/except (an error is recorded in the JSON and the next section still runs):
 
-* ``tests``: ``pytest -k cuda`` on tests/test_layers.py and tests/test_triton_kernels.py,
+* ``tests``: the package's CUDA checks (``timm_lc.studies.cuda_checks``, the functions the test
+  suite's ``-k cuda`` tests run), in this process, so an installed wheel carries what it runs,
 * ``layer``: one AMP training step (bf16 autocast, fp32 master weights; forward + backward) of a
   LocallyConnected2d per LC kernel (``triton``, ``gather``) on the ResNet-20 stage-3 shape at
   batch 512 and two others: time, ratio to the cuBLAS bmm floor (the three bf16 GEMMs of the step
   alone), reference unfold+einsum formulation over ours, achieved TFLOP/s and share of the bf16
   dense peak, peak memory, the configurations the Triton autotuner chose, and what ``auto``'s
   first-use check decided on the shape (kernel, error, the check's own seconds next to a step's),
-* ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``,
+* ``sleep``: one Hebbian sleep (paper pools) of ``lc_resnet18_half``: wall time and the peak memory
+  beyond the model's weights,
 * ``train``: 50 steps of ``lc_resnet20_hebb`` on the embedded digits on a 32x32 canvas under bf16
   and under fp16, each in a subprocess (Accelerate fixes the precision once per process): images/s.
 
-It is sized for about 8 minutes on one H200 (``--budget-s``: a section that would start later is
-skipped and says so), and the JSON is rewritten after every section, so a run cut short keeps
+Its sizes fit the default time budget on one H200 (``--budget-s``: a section that would start
+later is skipped and says so), and the JSON is rewritten after every section, so a run cut short keeps
 what it measured. The exit status is 0 when every section ran and the tests passed, 1 otherwise,
 and 2 (with one line on stderr) when ``--device cuda`` finds no CUDA device. ``--device cpu`` is
 a dry run of the same script at toy sizes with the ``gather`` kernel: it checks the
 script, not the speed.
 """
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -35,8 +36,9 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .bench import sync
-from .bench.layer import LayerShape, _make
+from . import cuda_checks
+from .bench.layer import LayerShape, make_step
+from .measure import peak_memory, sync, time_steps
 from ..layers import LocallyConnected2d, first_use_checks, get_lc_kernel, set_lc_kernel
 from ..layers.first_use import clear_first_use_checks
 from ..layers.kernels import triton_kernels
@@ -50,7 +52,6 @@ __all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment",
 # 836). Pass --peak-tflops to rate against another figure.
 H200_BF16_DENSE_TFLOPS = 989.4
 SECTIONS = ("tests", "layer", "sleep", "train")
-TEST_FILES = ("test_layers.py", "test_triton_kernels.py")
 
 
 @dataclass(frozen=True)
@@ -111,19 +112,33 @@ def environment(device: str, peak_tflops: float) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------- tests
 def run_tests(plan: Plan, timeout_s: float) -> Dict[str, Any]:
-    """``pytest -k cuda`` on the layer and kernel tests, in a subprocess from the repository root."""
-    tests_dir = Path(__file__).resolve().parents[1] / "tests"
-    files = [str(tests_dir / name) for name in TEST_FILES]
-    missing = [f for f in files if not Path(f).is_file()]
-    if missing:
-        return {"error": f"test files not found (run from a source checkout): {', '.join(missing)}"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", *files]
+    """Runs the package's CUDA checks (``cuda_checks.checks()``) in this process.
+
+    Args:
+        plan: the doctor's plan (its fields do not change the checks).
+        timeout_s: checks that would start after this many seconds are skipped (and fail the section).
+
+    Returns:
+        ``passed`` (every check ran and passed), a pytest-like ``summary``, the ``failures`` (name,
+        error) and ``wall_s``; without a CUDA device no check runs and the section passes.
+    """
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=tests_dir.parent, capture_output=True, text=True, timeout=timeout_s)
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    return {"command": " ".join(cmd), "returncode": result.returncode, "passed": result.returncode == 0,
-            "summary": lines[-1] if lines else "", "wall_s": round(time.perf_counter() - start, 1),
-            "output_tail": "" if result.returncode == 0 else _tail(result.stdout) + _tail(result.stderr, 2000)}
+    if not torch.cuda.is_available():
+        return {"passed": True, "summary": "no CUDA device: the CUDA checks did not run", "failures": [],
+                "wall_s": 0.0}
+    passed, skipped, failures = 0, 0, []
+    for name, check in cuda_checks.checks():
+        if time.perf_counter() - start > timeout_s:
+            skipped += 1
+            continue
+        try:
+            check()
+            passed += 1
+        except Exception as err:  # noqa: BLE001 - recorded, the next check still runs
+            failures.append({"check": name, "error": f"{type(err).__name__}: {err}"[:2000]})
+    summary = f"{passed} passed, {len(failures)} failed" + (f", {skipped} skipped (time)" if skipped else "")
+    return {"passed": not failures and not skipped, "summary": summary, "failures": failures,
+            "wall_s": round(time.perf_counter() - start, 1)}
 
 
 # ---------------------------------------------------------------- layer
@@ -137,7 +152,7 @@ def _step_flops(shape: LayerShape) -> float:
 
 def _amp(impl: str, shape: LayerShape, device: str, kernel: Optional[str] = None) -> Callable[[], None]:
     """A bf16-autocast training step of ``impl`` (fp32 parameters), ``kernel`` selected first (variants interleave)."""
-    step = _make(impl, shape, device, torch.float32, autocast=torch.bfloat16)
+    step = make_step(impl, shape, device, torch.float32, autocast=torch.bfloat16)
 
     def run() -> None:
         if kernel is not None:
@@ -146,34 +161,13 @@ def _amp(impl: str, shape: LayerShape, device: str, kernel: Optional[str] = None
     return run
 
 
-def _time_interleaved(steps: Dict[str, Callable[[], None]], iters: int, repeats: int,
-                      device: str) -> Dict[str, float]:
-    """Best-of-``repeats`` seconds per step of each closure, ``iters`` steps per timing, interleaved."""
-    for step in steps.values():
-        step()  # warm-up: autotuning and compilation happen here
-        step()
-    best = {name: math.inf for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(iters):
-                step()
-            sync(device)
-            best[name] = min(best[name], (time.perf_counter() - start) / iters)
-    return best
-
-
 def _peak_mb(step: Callable[[], None], device: str) -> Optional[float]:
-    """Peak CUDA memory one step allocates beyond what is already held (None on the CPU)."""
+    """Runs ``step`` once; the CUDA memory it allocates beyond what is already held, in MiB (None on
+    the CPU dry run)."""
     if device != "cuda":
+        step()
         return None
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return round((torch.cuda.max_memory_allocated() - base) / 2 ** 20, 1)
+    return round(peak_memory(step, device) / 2 ** 20, 1)
 
 
 def _autotuned_configs() -> Dict[str, str]:
@@ -215,10 +209,11 @@ def first_use_decision(shape: LayerShape, device: str) -> Dict[str, Any]:
 
 def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
     steps = {f"ours[{k}]": _amp("ours", shape, device, k) for k in plan.kernels}
-    steps["floor"] = _make("floor", shape, device, torch.bfloat16)
+    steps["floor"] = make_step("floor", shape, device, torch.bfloat16)
     steps["reference"] = _amp("reference", shape, device)
     steps["conv"] = _amp("conv", shape, device)
-    times = _time_interleaved(steps, plan.iters, plan.repeats, device)
+    # two warm-up steps each: autotuning and compilation happen there
+    times = time_steps(steps, device, repeats=plan.repeats, iters=plan.iters, warmup=2)
     flops = _step_flops(shape)
     row: Dict[str, Any] = {
         "layer": shape.name, "batch": shape.batch, "channels": shape.channels, "size": shape.size,
@@ -267,27 +262,37 @@ _SLEEP_KEYS = ("snr_before", "snr", "deviation_before", "deviation_after", "roll
 
 
 def run_sleep(plan: Plan, device: str) -> Dict[str, Any]:
-    """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model."""
+    """One Hebbian sleep with the paper's pools and defaults on a freshly initialised model.
+
+    Args:
+        plan: the doctor's plan (``sleep_model``).
+        device: where to build and sleep the model.
+
+    Returns:
+        Wall time, the sharing report's aggregates, whether the weights are finite and (CUDA) the
+        peak memory beyond the model's weights.
+    """
     import timm
     from ..sharing import share_weights_
 
     with torch.device(device):
         model = timm.create_model(plan.sleep_model)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    report = share_weights_(model, mode="hebbian", pools="paper")
-    sync(device)
-    wall = time.perf_counter() - start
+    reports, seconds = [], {}
+
+    def sleep() -> None:  # one sleep, timed, under the peak-memory probe
+        seconds.update(time_steps({"sleep": lambda: reports.append(
+            share_weights_(model, mode="hebbian", pools="paper"))}, device, warmup=0))
+
+    peak = _peak_mb(sleep, device)
+    report, wall = reports[0], seconds["sleep"]
     result: Dict[str, Any] = {
         "model": plan.sleep_model, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "wall_s": round(wall, 3), "layers": len(report.layers),
         **{k: getattr(report, k) for k in _SLEEP_KEYS if hasattr(report, k)},
         "weights_finite": all(bool(torch.isfinite(p).all()) for p in model.parameters()),
     }
-    if device == "cuda":
-        result["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    if peak is not None:
+        result["peak_mb"] = peak  # beyond the model's own weights
     del model
     if device == "cuda":
         torch.cuda.empty_cache()

@@ -5,18 +5,11 @@ Sections (each a module here with ``run(quick, device) -> list[dict]`` and ``COL
 (sleep-phase cost vs its GEMM floor and as a fraction of training time), ``training``
 (images/s of LC with and without sleep, and of the conv net, in fp32 and bf16), ``busy`` (the
 slowdown when another process keeps a core busy) and ``ddp_sleep`` (the sleep's wall time in
-1 and 2 processes).
+1 and 2 processes). Every section times and measures memory with ``timm_lc.studies.measure``.
 """
 from typing import List, Sequence
 
 SECTIONS = ("layer", "sharing", "training", "busy", "ddp_sleep")
-
-
-def sync(device) -> None:
-    """Waits for queued CUDA work so wall-clock timings are honest (a no-op on the CPU)."""
-    import torch  # here, not at the top: ``timm-lc bench --help`` reads SECTIONS without torch
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def format_table(rows: List[dict], columns: Sequence[str]) -> str:

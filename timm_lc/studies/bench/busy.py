@@ -3,8 +3,8 @@
 Each workload is timed idle and then while a second process runs a busy loop (as a data-loader
 worker or any other job would), side by side in one run: one LC layer training step (the
 CIFAR ResNet-20's first stage), one training step of ``lc_resnet20`` and of its conv twin, and
-one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores costs
-about 2x; more than that means the work waits on a descheduled thread. ``spin`` is the
+one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores should at
+most double a time; more than that means the work waits on a descheduled thread. ``spin`` is the
 OpenMP spin count in effect (``GOMP_SPINCOUNT``: 1000 under the ``timm-lc`` command, see
 ``timm_lc_cli``; libgomp's default 300000 otherwise).
 """
@@ -12,14 +12,14 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, List
+from typing import List
 
 import torch
 from timm_lc_cli import SPIN_ENV
 
-from timm_lc.studies.bench import sync
-from timm_lc.studies.bench.layer import SHAPES, _make
-from timm_lc.studies.bench.training import MODEL, _time_sleep, _time_steps
+from timm_lc.studies.bench.layer import SHAPES, make_step
+from timm_lc.studies.bench.training import MODEL, sleep_phase, train_step
+from timm_lc.studies.measure import time_steps
 
 __all__ = ["COLUMNS", "run"]
 
@@ -30,21 +30,8 @@ def _busy_loop() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def _best(fn: Callable[[], float], repeats: int) -> float:
-    return min(fn() for _ in range(repeats))
-
-
-def _timed(step: Callable[[], None], device: str) -> Callable[[], float]:
-    def once() -> float:
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        return time.perf_counter() - start
-    return once
-
-
 def run(quick: bool = True, device: str = "cpu") -> List[dict]:
+    """One row per workload: its best time idle and beside a busy loop, and the slowdown."""
     import timm
     import timm_lc.models  # noqa: F401
 
@@ -53,21 +40,19 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
     torch.manual_seed(0)
     lc = timm.create_model(MODEL, img_size=32).to(device)
     conv = timm.create_model(MODEL, locally_connected=False, img_size=32).to(device)
-    layer_step = _make("ours", SHAPES[0], device, torch.float32)
-    layer_step()  # warm-up
     workloads = {
-        f"layer {SHAPES[0].name} (batch {SHAPES[0].batch})": _timed(layer_step, device),
-        f"{MODEL} train step (batch {batch})": lambda: _time_steps(lc, batch, 1, device, 32),
-        f"{MODEL} conv train step (batch {batch})": lambda: _time_steps(conv, batch, 1, device, 32),
-        f"{MODEL} hebbian sleep (100 x 128)": lambda: _time_sleep(lc, 1, device),
+        f"layer {SHAPES[0].name} (batch {SHAPES[0].batch})": make_step("ours", SHAPES[0], device, torch.float32),
+        f"{MODEL} train step (batch {batch})": train_step(lc, batch, device, 32),
+        f"{MODEL} conv train step (batch {batch})": train_step(conv, batch, device, 32),
+        f"{MODEL} hebbian sleep (100 x 128)": sleep_phase(lc),
     }
     rows = []
-    for name, measure in workloads.items():
-        idle = _best(measure, repeats)
+    for name, step in workloads.items():
+        idle = time_steps({name: step}, device, repeats=repeats)[name]
         hog = _busy_loop()
         try:
             time.sleep(0.2)
-            busy = _best(measure, repeats)
+            busy = time_steps({name: step}, device, repeats=repeats, warmup=0)[name]
         finally:
             hog.kill()
             hog.wait()

@@ -23,12 +23,11 @@ MODEL = "lc_resnet20"
 
 def _worker(iterations: int) -> None:
     """One process of the measurement (run by ``run`` through ``accelerate launch`` or directly)."""
-    import time
-
     import timm
     from accelerate import Accelerator
 
     import timm_lc.models  # noqa: F401
+    from timm_lc.studies.measure import time_steps
     from timm_lc.train import SleepPhase
 
     accelerator = Accelerator(cpu=True)
@@ -37,11 +36,14 @@ def _worker(iterations: int) -> None:
     SleepPhase(iterations=2, batch_size=128).sleep(accelerator, model)  # warm-up
     sleep = SleepPhase(iterations=iterations, batch_size=128)
     accelerator.wait_for_everyone()
-    start = time.perf_counter()
-    sleep.sleep(accelerator, model)
-    accelerator.wait_for_everyone()
+
+    def step() -> None:  # until every process has its weights back
+        sleep.sleep(accelerator, model)
+        accelerator.wait_for_everyone()
+
+    seconds = time_steps({"sleep": step}, "cpu", warmup=0)["sleep"]
     if accelerator.is_main_process:
-        print(json.dumps({"sleep_s": time.perf_counter() - start}))
+        print(json.dumps({"sleep_s": seconds}))
 
 
 def _free_port() -> int:

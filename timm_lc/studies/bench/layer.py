@@ -17,19 +17,19 @@ subprocess (peak RSS growth on the CPU, ``max_memory_allocated`` on CUDA).
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from timm_lc.studies.bench import sync
 from timm_lc.layers import LocallyConnected2d
+from timm_lc.studies.measure import peak_memory, time_steps
 
 
 @dataclass(frozen=True)
 class LayerShape:
+    """One layer of the bench: a k x k LC layer on a square input (padding k // 2)."""
     name: str
     batch: int
     channels: int
@@ -87,9 +87,24 @@ class ReferenceLC(torch.nn.Module):
         return torch.einsum("bchwkl,cohwkl->bohw", patches, self.weight)
 
 
-def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype,
-          autocast: Optional[torch.dtype] = None) -> Callable[[], None]:
-    """A closure running one training step of ``impl`` on ``shape`` (fp32 parameters under ``autocast``)."""
+def make_step(impl: str, shape: LayerShape, device: str, dtype: torch.dtype,
+              autocast: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """A closure running one training step (forward + backward) of ``impl`` on ``shape``.
+
+    Args:
+        impl: ``ours`` (LocallyConnected2d), ``floor`` (its three batched matmuls alone, in the
+            precision they run in), ``reference`` (pad + unfold + einsum) or ``conv`` (nn.Conv2d).
+        shape: the layer and batch.
+        device: where to allocate.
+        dtype: the parameters' and input's dtype.
+        autocast: run under autocast to this dtype (None: no autocast).
+
+    Returns:
+        The step closure (its input and parameters allocated once).
+
+    Raises:
+        ValueError: an unknown ``impl``.
+    """
     x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, device=device, dtype=dtype,
                     requires_grad=True)
     if impl == "floor":  # the matmuls in the precision they run in: autocast's dtype when given
@@ -124,51 +139,14 @@ def _make(impl: str, shape: LayerShape, device: str, dtype: torch.dtype,
     return step
 
 
-def time_steps(steps: Dict[str, Callable[[], None]], repeats: int, device: str) -> Dict[str, float]:
-    """Best-of-``repeats`` seconds per step for each closure, interleaved so noise hits all alike."""
-    for step in steps.values():
-        step()  # warm-up
-    best = {name: float("inf") for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
-
-
-def _proc_status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
 def measure_peak_memory(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> int:
-    """Peak bytes one training step adds beyond its inputs and parameters (run in this process).
-
-    On the CPU: growth of the peak resident set (VmHWM, reset through /proc/self/clear_refs, as
-    ru_maxrss is inherited across fork/exec); on CUDA: ``max_memory_allocated``.
-    """
-    step = _make(impl, shape, device, dtype)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set
-    base = _proc_status_kb("VmRSS")
-    step()
-    return (_proc_status_kb("VmHWM") - base) * 1024
+    """Peak bytes one training step of ``impl`` adds beyond its inputs and parameters, in this process
+    (``timm_lc.studies.measure.peak_memory``)."""
+    return peak_memory(make_step(impl, shape, device, dtype), device)
 
 
 def peak_memory_in_subprocess(impl: str, shape: LayerShape, device: str, dtype: torch.dtype) -> int:
+    """``measure_peak_memory`` in a fresh Python process (memory freed earlier here is not reused)."""
     code = ("import json, sys, torch; from timm_lc.studies.bench.layer import LayerShape, measure_peak_memory; "
             "a = json.loads(sys.argv[1]); "
             "print(measure_peak_memory(a['impl'], LayerShape(**a['shape']), a['device'], getattr(torch, a['dtype'])))")
@@ -184,8 +162,8 @@ def run(quick: bool = False, device: str = "cpu") -> List[dict]:
         autocast = torch.bfloat16 if precision == "bf16" else None
         for shape in (QUICK_SHAPES if quick else SHAPES):
             impls = ["ours", "floor", "reference", "conv"]
-            times = time_steps({i: _make(i, shape, device, torch.float32, autocast) for i in impls},
-                               3 if quick else 5, device)
+            times = time_steps({i: make_step(i, shape, device, torch.float32, autocast) for i in impls},
+                               device, repeats=3 if quick else 5)
             row = {"layer": shape.name, "precision": precision, "batch": shape.batch, "channels": shape.channels,
                    "out_channels": shape.outputs, "size": shape.size, "stride": shape.stride, "device": device,
                    **{f"{i}_ms": round(times[i] * 1e3, 2) for i in impls},

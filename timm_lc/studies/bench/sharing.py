@@ -11,23 +11,22 @@
    the meta device, one measurement per distinct shape times its count): the train step is
    forward + backward at two small batches, extrapolated linearly to the paper's batch, plus the
    (fused) AdamW step ``timm-lc train`` runs on the layer's parameters; BatchNorm, activations and
-   the head are not counted, so the overhead is slightly overstated. ``overhead_flops`` is the same ratio in multiply-adds
-   (hardware independent; training = 3 x batch x LC weights per step), ``overhead_iterate_flops``
-   what it would be if every layer updated its deviations each step (the reference's way, no
-   ``compose`` solver).
+   the head are not counted, so the overhead is slightly overstated. ``overhead_flops`` is the same
+   ratio in multiply-adds (hardware independent; training = 3 x batch x LC weights per step),
+   ``overhead_iterate_flops`` what it would be if every layer updated its deviations each step
+   (the reference's way, no ``compose`` solver).
 """
-import time
 from collections import Counter
 from typing import Callable, Dict, List, Tuple
 
 import torch
 
-from timm_lc.studies.bench import sync
 from timm_lc.layers import LocallyConnected2d
 from timm_lc.sharing.blocks import gather_blocks, scatter_blocks_
 from timm_lc.sharing.hebbian import HebbianRule, choose_solver, draw_noise, identity_states
 from timm_lc.sharing.pools import find_pools
 from timm_lc.sharing.schedule import optimal_step
+from timm_lc.studies.measure import time_steps
 from timm_lc.train.optimizer import create_optimizer
 
 COLUMNS = ("kind", "model", "layer", "count", "fan_in", "pooled_rows", "solver", "iteration_ms", "gemm_floor_ms",
@@ -41,16 +40,7 @@ ITERATIONS, SAMPLES, EVERY = 100, 128, 10
 
 def _time(fn: Callable[[], object], device: torch.device, budget: float) -> float:
     """Best wall time of repeated calls (one warm-up, then >= 2 and until ``budget`` s), in seconds."""
-    fn()
-    sync(device)
-    best, spent, repeats = float("inf"), 0.0, 0
-    while repeats < 2 or (spent < budget and repeats < 50):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        elapsed = time.perf_counter() - start
-        best, spent, repeats = min(best, elapsed), spent + elapsed, repeats + 1
-    return best
+    return time_steps({"fn": fn}, device, repeats=2, budget_s=budget)["fn"]
 
 
 def _geometry(layer: LocallyConnected2d) -> Tuple:
@@ -93,18 +83,20 @@ def sleep_iteration(layer: LocallyConnected2d, quick: bool) -> Dict[str, float]:
     original = layer.weight.detach().clone()
     rule = HebbianRule()
     with torch.no_grad():
-        start = time.perf_counter()
-        blocks = gather_blocks(layer, pools)
-        solver = choose_solver("auto", rule, False, blocks, ITERATIONS, SAMPLES)
-        if solver == "compose":
-            states = identity_states(blocks)
-            for block, state in zip(blocks, states):
-                block.dev = torch.bmm(block.dev, state.dev)
-        else:
-            states = blocks
-        scatter_blocks_(layer, blocks)
-        sync(device)
-        fixed = time.perf_counter() - start
+        work: Dict[str, object] = {}
+
+        def per_sleep() -> None:  # the gather, for 'compose' the product D_0 K, and the write-back
+            blocks = gather_blocks(layer, pools)
+            solver = choose_solver("auto", rule, False, blocks, ITERATIONS, SAMPLES)
+            states = identity_states(blocks) if solver == "compose" else blocks
+            if solver == "compose":
+                for block, state in zip(blocks, states):
+                    block.dev = torch.bmm(block.dev, state.dev)
+            scatter_blocks_(layer, blocks)
+            work.update(blocks=blocks, solver=solver, states=states)
+
+        fixed = time_steps({"per_sleep": per_sleep}, device, warmup=0)["per_sleep"]
+        blocks, solver, states = work.pop("blocks"), work.pop("solver"), work.pop("states")
         layer.weight.copy_(original)
         del original
         anchors = [state.dev.clone() for state in states]

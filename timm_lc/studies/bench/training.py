@@ -15,17 +15,17 @@ sleep, and compiles in fp32 only (on a small CPU inductor's compilation is most 
 time). The sleep is always timed at its full 100 iterations: its cost is not linear in them (the
 composed solver gathers the pools once and builds one operator per layer).
 """
+import itertools
 import math
-import time
-from typing import List, Tuple
+from typing import Callable, List
 
 import torch
 import torch.nn.functional as F
 
-from timm_lc.studies.bench import sync
+from timm_lc.studies.measure import time_steps
 from timm_lc.train.optimizer import create_optimizer
 
-__all__ = ["COLUMNS", "run"]
+__all__ = ["COLUMNS", "run", "sleep_phase", "train_step"]
 
 COLUMNS = ("model", "precision", "variant", "batch", "step_ms", "sleep_ms", "images_per_s", "vs_conv", "compile_s",
            "vs_eager", "pays_after_steps")
@@ -34,47 +34,58 @@ MODEL = "lc_resnet20"
 SLEEP_EVERY = (1, 10, 100)
 
 
-def _time_steps(model, batch: int, steps: int, device: str, img_size: int,
-                precision: str = "fp32") -> Tuple[float, float]:
-    """(seconds of the first step, seconds per step after it), under bf16 autocast for ``precision="bf16"``."""
+def train_step(model: torch.nn.Module, batch: int, device: str, img_size: int,
+               precision: str = "fp32") -> Callable[[], None]:
+    """One training step (forward, backward, the fused AdamW step ``timm-lc train`` runs) as a closure.
+
+    Args:
+        model: the model to train, on ``device``.
+        batch: images per step.
+        device: where the data goes.
+        img_size: the square image size.
+        precision: ``fp32``, or ``bf16`` for bf16 autocast (fp32 master weights).
+
+    Returns:
+        The step closure; its first call is the warm-up.
+    """
     optimizer = create_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4)  # as timm-lc train's recipes
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, img_size, img_size, generator=gen).to(device)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     model.train()
 
-    def step():
+    def step() -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-
-    start = time.perf_counter()
-    step()
-    sync(device)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return first, (time.perf_counter() - start) / steps
+    return step
 
 
-def _time_sleep(model, repeats: int, device: str) -> float:
-    """Seconds per sleep phase with the paper's settings (Hebbian, 100 iterations of 128 samples)."""
+def sleep_phase(model: torch.nn.Module) -> Callable[[], None]:
+    """One sleep phase with the paper's settings (Hebbian, 100 iterations of 128 samples) as a closure.
+
+    A short sleep runs first as the warm-up; each call then sleeps with the next seed.
+
+    Args:
+        model: the LC model to sleep.
+
+    Returns:
+        The sleep closure.
+    """
     from timm_lc.sharing import share_weights_
     share_weights_(model, mode="hebbian", pools="paper", iterations=2, batch_size=128, seed=0)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for i in range(repeats):
+    seeds = itertools.count()
+
+    def sleep() -> None:
         share_weights_(model, mode="hebbian", pools="paper", iterations=100, batch_size=128, gamma=1e-5,
-                       seed=i)
-    sync(device)
-    return (time.perf_counter() - start) / repeats
+                       seed=next(seeds))
+    return sleep
 
 
 def run(quick: bool = True, device: str = "cpu") -> List[dict]:
+    """One row per precision and variant: step time, sleep time and images/s (see the module docstring)."""
     import timm
     import timm_lc.models  # noqa: F401
 
@@ -86,16 +97,18 @@ def run(quick: bool = True, device: str = "cpu") -> List[dict]:
     for precision in PRECISIONS:
         torch.manual_seed(0)
         conv = timm.create_model(MODEL, locally_connected=False, img_size=img_size).to(device)
-        conv_step = _time_steps(conv, batch, steps, device, img_size, precision)[1]
+        conv_step = time_steps({"conv": train_step(conv, batch, device, img_size, precision)}, device,
+                               iters=steps)["conv"]
         del conv
         lc = timm.create_model(MODEL, img_size=img_size).to(device)
-        lc_step = _time_steps(lc, batch, steps, device, img_size, precision)[1]
+        lc_step = time_steps({"lc": train_step(lc, batch, device, img_size, precision)}, device, iters=steps)["lc"]
         compiled = None
         if precision == "fp32" or not quick:
             torch._dynamo.reset()
-            first, compiled_step = _time_steps(torch.compile(lc), batch, steps, device, img_size, precision)
-            compiled = (first - lc_step, compiled_step)
-        sleep_s = _time_sleep(lc, sleeps, device)  # always fp32
+            compiled_train = train_step(torch.compile(lc), batch, device, img_size, precision)
+            first = time_steps({"compiled": compiled_train}, device, warmup=0)["compiled"]  # compiles
+            compiled = (first - lc_step, time_steps({"compiled": compiled_train}, device, iters=steps)["compiled"])
+        sleep_s = time_steps({"sleep": sleep_phase(lc)}, device, iters=sleeps, warmup=0)["sleep"]  # always fp32
         del lc
 
         def row(variant: str, step_s: float, every: int = 0) -> dict:
