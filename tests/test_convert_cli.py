@@ -13,7 +13,7 @@ import timm
 import torch
 
 from timm_lc.convert import convert_to_lc_, lc_to_conv_
-from timm_lc.commands.convert import main
+from timm_lc_cli.convert import main
 from timm_lc.hub import manifest_entry
 from timm_lc.train.evaluate import load_model_for_eval
 
@@ -62,7 +62,7 @@ def _convert_pretrained(tmp_path, **env):
                PYTHONPATH=str(ROOT), **env)
     env.pop("HF_HUB_CACHE", None)
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "timm_lc.cli", "convert", "resnet18", "--pretrained", "--input-size",
+    proc = subprocess.run([sys.executable, "-m", "timm_lc_cli", "convert", "resnet18", "--pretrained", "--input-size",
                            "3", "32", "32", "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True,
                           timeout=120)
     return proc, time.monotonic() - start

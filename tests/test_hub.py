@@ -25,8 +25,8 @@ from timm_lc.hub import (
     PAPER_CITATION, CorruptCheckpointError, HubError, UnknownArchitectureError, load_pretrained_model,
     push_to_hub, render_model_card, save_pretrained,
 )
-from timm_lc.cli import main as cli_main
-from timm_lc.commands.push import main as push_main
+from timm_lc_cli import main as cli_main
+from timm_lc_cli.push import main as push_main
 
 # huggingface_hub's own LFS PUT passes a file object as `data=`, which httpx deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

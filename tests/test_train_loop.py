@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from timm_lc.train import train
-from timm_lc.commands.eval import main as eval_main
-from timm_lc.commands.train import main as train_main
-from timm_lc.commands.train import parse_config
+from timm_lc_cli.eval import main as eval_main
+from timm_lc_cli.train import main as train_main
+from timm_lc_cli.train import parse_config
 from timm_lc.train.loop import RunExistsError
 
 ROOT = Path(__file__).resolve().parents[1]

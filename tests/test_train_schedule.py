@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.scheduler import create_scheduler_v2
 
-from timm_lc.train.config import config_from_dict
+from timm_lc_settings.train import config_from_dict
 from timm_lc.train.loop import _timm_milestones
 
 

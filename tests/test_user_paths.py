@@ -14,14 +14,15 @@ import yaml
 from accelerate.tracking import GeneralTracker
 from PIL import Image
 
-from timm_lc.train import config as config_module
 from timm_lc.train import loop
-from timm_lc.cli import main as cli_main
-from timm_lc.commands.train import main as train_main
-from timm_lc.commands.train import parse_config
-from timm_lc.train.config import cpu_has_amx_bf16, resolve_config, trackers_for, valid_keys
+from timm_lc.train import resolve as config_module
 from timm_lc.train.data import build_data
-from timm_lc.commands.eval import main as eval_main
+from timm_lc.train.resolve import cpu_has_amx_bf16, resolve_config, trackers_for
+from timm_lc_cli import main as cli_main
+from timm_lc_cli.eval import main as eval_main
+from timm_lc_cli.train import main as train_main
+from timm_lc_cli.train import parse_config
+from timm_lc_settings.train import valid_keys
 
 from fixtures.train_data import make_dataset
 

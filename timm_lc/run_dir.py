@@ -23,7 +23,7 @@ from timm.models._hub import save_config_for_hf
 
 from ._io import atomic_path
 from .errors import CorruptCheckpointError, UnknownArchitectureError
-from .sharing.settings import SleepConfig
+from timm_lc_settings.sleep import SleepConfig
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME", "RECIPE_NAME", "CHECKPOINTS_DIR", "PLOTS_DIR", "RUN_FILES",

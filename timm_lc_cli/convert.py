@@ -25,7 +25,7 @@ _SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("model", help="timm model name (e.g. resnet18, resnet18.a1_in1k, hf-hub:org/repo)")
     p.add_argument("--input-size", type=int, nargs=3, required=True, metavar=("C", "H", "W"),
                    help="fixed input size of the LC model")
@@ -108,8 +108,8 @@ def _convert(args: argparse.Namespace) -> int:
     import timm
     import torch
 
-    from ..convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
-    from ..run_dir import remove_run_files, save_pretrained
+    from timm_lc.convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
+    from timm_lc.run_dir import remove_run_files, save_pretrained
 
     kwargs: Dict[str, Any] = {} if args.num_classes is None else {"num_classes": args.num_classes}
     selection = dict(keep_first=args.keep_first, keep_1x1=args.keep_1x1, include=args.include, exclude=args.exclude)

@@ -4,13 +4,12 @@ import argparse
 import os
 from typing import List, Optional
 
-
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="timm-lc sleep-convergence",
+        prog="timm-lc sleep-convergence", allow_abbrev=False,
         description="Plot the deviation of Hebbian sleep vs iteration for several fan-ins, against theory.")
     parser.add_argument("--output", default=os.path.join("docs", "sleep_convergence.png"), help="PNG to write")
     parser.add_argument("--in-channels", type=int, nargs="+", default=[3, 16, 64, 256, 512],
@@ -27,8 +26,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1 or min(args.in_channels) < 1:
         parser.error("--iterations, --batch-size and --in-channels must be positive")
-    from ..figures import plot_sleep_convergence
-    from ..sharing.convergence import REFERENCE_STEP, measure
+    from timm_lc.figures import plot_sleep_convergence
+    from timm_lc.sharing.convergence import REFERENCE_STEP, measure
 
     results = {key: [measure(c, args.iterations, args.batch_size, args.gamma, args.seed, lr)
                      for c in args.in_channels]

@@ -12,7 +12,7 @@ from .metrics import lc_layers, pool_statistics, summarise
 from .pools import find_pools
 from .rate import RateRule
 from .report import LayerReport, SharingReport
-from .settings import MODES, SleepConfig
+from timm_lc_settings.sleep import MODES, SleepConfig
 
 __all__ = ["MODES", "share_weights_", "share_with_"]
 

@@ -120,7 +120,7 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
 
 def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Path):
     """The TrainConfig of one (variant, seed) run."""
-    from ..train.config import config_from_dict
+    from timm_lc_settings.train import config_from_dict
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     spec = STUDIES[setup["_study"]]

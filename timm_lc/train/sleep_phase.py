@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from ..sharing.settings import SleepConfig
+from timm_lc_settings.sleep import SleepConfig
 from .seeding import derive_seed
 
 __all__ = ["SleepPhase"]
