@@ -6,7 +6,8 @@
 
 The output is a run directory in the format of a training run (``timm_lc.run_dir.save_pretrained``):
 ``model.safetensors`` + a timm ``config.json`` of the ``lc_converted`` architecture (the conv
-model, input size and selection as model args; settings and report under ``lc_conversion``), so
+model, input size and selection as model args; settings, whether the weights are pretrained, and
+the report under ``lc_conversion``), so
 ``timm.create_model("local-dir:DIR", pretrained=True)``, ``timm-lc eval DIR`` and ``timm-lc push
 DIR`` read it. An existing output directory is refused unless ``--overwrite`` is given.
 """
@@ -127,17 +128,23 @@ def _convert(args: argparse.Namespace) -> int:
     if args.pretrained:
         _check_pretrained_available(args.model)
     model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    base = ".".join(filter(None, (model.pretrained_cfg["architecture"], model.pretrained_cfg.get("tag"))))
+    # a pretrained tag names trained weights: random weights are recorded under the bare architecture
+    base = ".".join(filter(None, (model.pretrained_cfg["architecture"],
+                                  model.pretrained_cfg.get("tag") if args.pretrained else None)))
     convert_to_lc_(model, input_size, noise=args.noise, generator=torch.Generator().manual_seed(args.seed),
                    **selection)
     report = model.lc_conversion_report
     model.pretrained_cfg = lc_converted_cfg(model.pretrained_cfg, input_size)
-    settings = dict(model=args.model, input_size=list(input_size), noise=args.noise, seed=args.seed, **selection)
+    settings = dict(model=args.model, pretrained=args.pretrained, input_size=list(input_size), noise=args.noise,
+                    seed=args.seed, **selection)
     if args.overwrite:
         remove_run_files(args.output)
     save_pretrained(model, args.output, model_args=dict(base=base, input_size=list(input_size), **selection),
                     extra_config={"lc_conversion": dict(settings, report=report.to_dict())})
     print(report)
+    if not args.pretrained:
+        print(f"the weights are random (an LC copy of {base}'s initialisation, not trained): pass --pretrained "
+              f"to start from timm's pretrained weights")
     print(f"saved to {args.output}; load it with timm.create_model('local-dir:{args.output}', pretrained=True)")
     return 0
 

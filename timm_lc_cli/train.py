@@ -82,13 +82,15 @@ def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    args, unknown = build_parser().parse_known_args(argv)
+    """The parsed flags; an unknown flag is a usage error (exit 2) naming the closest valid one."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("-")] or unknown
         options = ["--config", "--print-config"] + ["--" + k.replace("_", "-") for k in valid_keys()]
         close = difflib.get_close_matches(flags[0].split("=")[0], options, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ValueError(f"unknown option(s) {' '.join(flags)}{hint}; valid options: {', '.join(options)}")
+        parser.error(f"unknown option(s) {' '.join(flags)}{hint}; valid options: {', '.join(options)}")
     return args
 
 

@@ -15,10 +15,11 @@ RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 
 def _transient_errors() -> Tuple[type, ...]:
-    """Network-level exception types of the HTTP client huggingface_hub uses (httpx or requests)."""
+    """Network-level exception types of the HTTP client huggingface_hub uses (httpx, httpx2 or requests)."""
     import importlib
     errors: List[type] = [ConnectionError, TimeoutError]
-    for module, name in (("httpx", "TransportError"), ("requests.exceptions", "ConnectionError"),
+    for module, name in (("httpx", "TransportError"), ("httpx2", "TransportError"),
+                         ("requests.exceptions", "ConnectionError"),
                          ("requests.exceptions", "Timeout")):
         try:
             errors.append(getattr(importlib.import_module(module), name))

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .._io import write_text_atomic
 
 __all__ = ["STUDIES", "VARIANTS", "SHARING_VARIANTS", "study_setup", "variant_config", "run_study", "summarise",
-           "ordering_checks", "gap_closed", "write_results", "publish_checkpoints", "main"]
+           "ordering_checks", "gap_closed", "write_results", "publish_checkpoints"]
 
 # Each variant is a set of TrainConfig keys over the common setup; nothing else differs between them.
 _INSTANT = dict(sleep=True, sleep_mode="instant", sleep_pools="residue")

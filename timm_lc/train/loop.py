@@ -380,6 +380,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             plot_metrics(out / METRICS_NAME, out / PLOTS_DIR, title=cfg.name or cfg.model)
         log("final", step, **{k: v for k, v in final.items() if k != "step"})
     accelerator.wait_for_everyone()
-    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} step{'s' if step != 1 else ''}; run saved to {out}")
+    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} step{'s' if step != 1 else ''}; "
+        f"run saved to {out}")
     accelerator.end_training()
     return final
