@@ -2,6 +2,7 @@
 never overwrites one silently, and fails in one line (no traceback, no retries) on a bad name or
 unreachable weights."""
 import copy
+import json
 import os
 import socket
 import subprocess
@@ -38,6 +39,17 @@ def test_converted_directory_loads_with_timm_eval_and_push(tmp_path, capsys):
     assert config["lc_conversion"]["noise"] == 0.1 and sum(p.numel() for p in evaluated.parameters()) == \
         config["lc_conversion"]["report"]["params_after"]
     assert manifest_entry(out, "org/test_resnet-lc")["num_params"] == config["lc_conversion"]["report"]["params_after"]
+
+
+def test_random_weights_are_said_and_recorded(tmp_path, capsys):
+    """Without --pretrained the weights are the conv model's random init: the output says so, config.json
+    records it, and ``base`` names the bare architecture, not a pretrained tag."""
+    out = tmp_path / "lc"
+    assert main(ARGS + ["--output", str(out)]) == 0
+    assert "the weights are random" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["lc_conversion"]["pretrained"] is False
+    assert config["model_args"]["base"] == "test_resnet" and "tag" not in config["pretrained_cfg"]
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
