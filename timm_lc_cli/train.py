@@ -21,7 +21,7 @@ import yaml
 
 from timm_lc_settings.train import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
 
-__all__ = ["build_parser", "parse_config", "main"]
+__all__ = ["UnknownOptionError", "build_parser", "parse_config", "main"]
 
 PROG = "timm-lc train"
 _METAVARS = {bool: "BOOL", int: "N", float: "X", list: "LIST", dict: "MAPPING"}
@@ -81,16 +81,18 @@ def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
     return config_from_dict(dict(stored, resume=False, overwrite=False), source=str(saved))
 
 
+class UnknownOptionError(ValueError):
+    """A flag that is not a config key (reported after the usage line, as argparse reports its own)."""
+
+
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    """The parsed flags; an unknown flag is a usage error (exit 2) naming the closest valid one."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("-")] or unknown
         options = ["--config", "--print-config"] + ["--" + k.replace("_", "-") for k in valid_keys()]
         close = difflib.get_close_matches(flags[0].split("=")[0], options, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        parser.error(f"unknown option(s) {' '.join(flags)}{hint}; valid options: {', '.join(options)}")
+        raise UnknownOptionError(f"unknown option(s) {' '.join(flags)}{hint}; valid options: {', '.join(options)}")
     return args
 
 
@@ -120,6 +122,8 @@ def _interrupted(cfg: Optional[TrainConfig]) -> str:
 
 
 def _error(err: BaseException) -> int:
+    if isinstance(err, UnknownOptionError):
+        print(build_parser().format_usage(), end="", file=sys.stderr)
     print(f"{PROG}: error: {err}", file=sys.stderr)
     return 2
 
