@@ -11,6 +11,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc bench`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(prog="timm-lc bench", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--sections", nargs="+", metavar="SECTION",
                         help="sections to run (default: all of timm_lc.studies.bench.SECTIONS)")

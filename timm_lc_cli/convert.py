@@ -26,6 +26,11 @@ _SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc convert`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("model", help="timm model name (e.g. resnet18, resnet18.a1_in1k, hf-hub:org/repo)")
     p.add_argument("--input-size", type=int, nargs=3, required=True, metavar=("C", "H", "W"),
@@ -150,6 +155,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc convert``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 2 for bad input, an existing output or unreachable weights.
+    """
     args = build_parser().parse_args(argv)
     try:
         return _convert(args)

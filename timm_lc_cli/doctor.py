@@ -10,6 +10,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc doctor`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc doctor", description="The prepared GPU check run, every result in one JSON file.",
         allow_abbrev=False)

@@ -13,6 +13,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc eval`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     p = argparse.ArgumentParser(prog="timm-lc eval", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("model", help="run directory, hf-hub:ORG/REPO, local-dir:PATH or a timm model name")
     p.add_argument("--dataset", help="data set (default: the run's); demo, cifar10, cifar100, tinyimagenet, "

@@ -8,6 +8,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc push`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc push", allow_abbrev=False,
         description="Upload a run directory (model.safetensors + config.json) with a generated model card "

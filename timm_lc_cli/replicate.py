@@ -11,6 +11,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc replicate`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc replicate", description="The paper's comparison at small scale, several seeds, on real data.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -38,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc replicate``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 2 for a bad study, variant or value.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from timm_lc.studies.replicate import (

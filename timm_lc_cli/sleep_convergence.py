@@ -8,6 +8,11 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc sleep-convergence`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc sleep-convergence", allow_abbrev=False,
         description="Plot the deviation of Hebbian sleep vs iteration for several fan-ins, against theory.")
@@ -22,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc sleep-convergence``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 (a usage error exits with 2).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1 or min(args.in_channels) < 1:

@@ -43,7 +43,11 @@ def _parse_value(text: str, kind: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One ``--dashed-name`` flag per config key, with its description, choices and default."""
+    """One ``--dashed-name`` flag per config key, with its description, choices and default.
+
+    Returns:
+        The ``timm-lc train`` parser, built from ``TrainConfig`` without torch.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG, usage="%(prog)s [--config FILE] [--print-config] [--KEY VALUE ...]",
         description="Train a model from a YAML recipe with --key value overrides (defaults < recipe < flags; "
@@ -105,7 +109,18 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
-    """The TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml)."""
+    """The TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml).
+
+    Args:
+        argv: the ``timm-lc train`` arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        UnknownOptionError: a flag that is not a config key.
+        ValueError: a bad value or recipe (FileNotFoundError: a missing recipe).
+    """
     return _config(_parse(argv))
 
 
