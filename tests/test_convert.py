@@ -262,8 +262,8 @@ def test_noise_init_scatters_around_the_kernel():
 
 
 def test_convert_cli_saves_and_reloads(tmp_path, capsys):
-    from timm_lc.cli import main as cli_main
-    from timm_lc.commands.convert import main
+    from timm_lc_cli import main as cli_main
+    from timm_lc_cli.convert import main
 
     out = tmp_path / "lc"
     assert main(["test_resnet", "--input-size", "3", "32", "32", "--output", str(out), "--keep-first", "1",

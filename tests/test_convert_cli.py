@@ -2,6 +2,7 @@
 never overwrites one silently, and fails in one line (no traceback, no retries) on a bad name or
 unreachable weights."""
 import copy
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import timm
 import torch
 
 from timm_lc.convert import convert_to_lc_, lc_to_conv_
-from timm_lc.commands.convert import main
+from timm_lc_cli.convert import main
 from timm_lc.hub import manifest_entry
 from timm_lc.train.evaluate import load_model_for_eval
 
@@ -40,6 +41,17 @@ def test_converted_directory_loads_with_timm_eval_and_push(tmp_path, capsys):
     assert manifest_entry(out, "org/test_resnet-lc")["num_params"] == config["lc_conversion"]["report"]["params_after"]
 
 
+def test_random_weights_are_said_and_recorded(tmp_path, capsys):
+    """Without --pretrained the weights are the conv model's random init: the output says so, config.json
+    records it, and ``base`` names the bare architecture, not a pretrained tag."""
+    out = tmp_path / "lc"
+    assert main(ARGS + ["--output", str(out)]) == 0
+    assert "the weights are random" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["lc_conversion"]["pretrained"] is False
+    assert config["model_args"]["base"] == "test_resnet" and "tag" not in config["pretrained_cfg"]
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "lc"
     out.mkdir()
@@ -62,7 +74,7 @@ def _convert_pretrained(tmp_path, **env):
                PYTHONPATH=str(ROOT), **env)
     env.pop("HF_HUB_CACHE", None)
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "timm_lc.cli", "convert", "resnet18", "--pretrained", "--input-size",
+    proc = subprocess.run([sys.executable, "-m", "timm_lc_cli", "convert", "resnet18", "--pretrained", "--input-size",
                            "3", "32", "32", "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True,
                           timeout=120)
     return proc, time.monotonic() - start

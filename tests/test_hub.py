@@ -7,6 +7,7 @@ sources and a registered pretrained tag with an ``hf_hub_id``.
 import hashlib
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -25,8 +26,8 @@ from timm_lc.hub import (
     PAPER_CITATION, CorruptCheckpointError, HubError, UnknownArchitectureError, load_pretrained_model,
     push_to_hub, render_model_card, save_pretrained,
 )
-from timm_lc.cli import main as cli_main
-from timm_lc.commands.push import main as push_main
+from timm_lc_cli import main as cli_main
+from timm_lc_cli.push import main as push_main
 
 # huggingface_hub's own LFS PUT passes a file object as `data=`, which httpx deprecates
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -214,6 +215,24 @@ def test_offline_reload_from_cache(pushed, hub_server):
 
 
 # ---- errors ---------------------------------------------------------------------------------
+
+def test_push_without_network_is_one_line(run):
+    """A token but no Hub to reach (HF_ENDPOINT at a closed loopback port): one line, exit 1, no traceback."""
+    directory, _ = run
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = dict(os.environ, HF_ENDPOINT=endpoint, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    code = "import sys, timm_lc_cli; sys.exit(timm_lc_cli.main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", code, "push", str(directory), "--repo-id", "test-org/offline",
+                          "--token", "hf_anything", "--max-retries", "0"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.startswith("timm-lc push: error: ") and f"cannot reach the Hub at {endpoint}" in out.stderr
+    assert "holds none of this push" in out.stderr
+
 
 def test_no_token_fails_before_any_request(hub, run, capsys):
     directory, _ = run

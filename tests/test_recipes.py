@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from timm_lc.train.config import TrainConfig, load_config
+from timm_lc_settings.train import TrainConfig, load_config
 
 from fixtures.train_data import make_dataset
 

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from timm_lc.train import fashion_mnist
-from timm_lc.commands.replicate import main
+from timm_lc_cli.replicate import main
 from timm_lc.studies.replicate import (
     SHARING_VARIANTS, TUNE_LRS, VARIANTS, Setting, _edge_extension, gap_closed, ordering_checks, study_setup,
     summarise, tuning_grid, variant_config)

@@ -1,7 +1,7 @@
 """The sleep-convergence command and the sharing benchmark section, on tiny settings."""
 
 from timm_lc.layers import LocallyConnected2d
-from timm_lc.commands import sleep_convergence
+from timm_lc_cli import sleep_convergence
 from timm_lc.sharing import convergence
 
 

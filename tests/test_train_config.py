@@ -1,8 +1,8 @@
 """Config loading, command-line overrides and the errors for bad recipes and flags."""
 import pytest
 
-from timm_lc.commands.train import main, parse_config
-from timm_lc.train.config import TrainConfig, load_config
+from timm_lc_cli.train import main, parse_config
+from timm_lc_settings.train import TrainConfig, load_config
 
 
 def test_defaults_are_the_demo():
@@ -53,7 +53,7 @@ def test_missing_recipe_file(capsys):
 
 
 def test_resume_reuses_the_runs_recipe(tmp_path):
-    from timm_lc.train.config import save_config
+    from timm_lc.train.resolve import save_config
     (tmp_path / "run").mkdir()
     save_config(TrainConfig(epochs=3, lr=0.1, overwrite=True, output_dir=str(tmp_path / "run")),
                 tmp_path / "run" / "recipe.yaml")

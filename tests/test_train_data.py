@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from timm_lc.train.config import TrainConfig
+from timm_lc_settings.train import TrainConfig
 from timm_lc.train.data import EpochSampler, RepeatedViews, build_data, build_train_loader, collate_views
 from timm_lc.train.demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas, load_digits_split
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import accelerate
 import pytest
 
-from timm_lc.commands.train import main as train_main
+from timm_lc_cli.train import main as train_main
 from timm_lc.train import checkpoint as checkpoint_module
 from timm_lc.train import loop
 from timm_lc.train.interrupt import DeferredInterrupt

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from timm_lc.train import train
-from timm_lc.commands.eval import main as eval_main
-from timm_lc.commands.train import main as train_main
-from timm_lc.commands.train import parse_config
+from timm_lc_cli.eval import main as eval_main
+from timm_lc_cli.train import main as train_main
+from timm_lc_cli.train import parse_config
 from timm_lc.train.loop import RunExistsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,9 @@ def test_run_directory(demo_run):
     sleep = config["pretrained_cfg"]["sleep"]  # the one place of the run's sleep settings
     assert "sleep" not in config and sleep["every"] == 3 and sleep["iterations"] == 4 and sleep["mode"] == "hebbian"
     assert config["recipe"]["max_steps"] == 6 and config["metrics"]["test_acc"] == final["test_acc"]
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())  # the sleep in effect, not null
+    assert recipe["sleep"] is True and recipe["sleep_every"] == 3 and recipe["sleep_iterations"] == 4
+    assert recipe["sleep_mode"] == "hebbian" and recipe["sleep_pools"] == "paper" and recipe["sleep_batch_size"] == 128
     assert config["model_args"]["in_chans"] == 1 and final["step"] == 6
 
 

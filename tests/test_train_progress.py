@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from timm_lc.commands.train import main as train_main
+from timm_lc_cli.train import main as train_main
 from timm_lc.train import loop
 
 ARGS = ["--max-train-samples", "64", "--max-eval-samples", "32", "--batch-size", "16", "--plots", "false",

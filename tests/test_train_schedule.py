@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.scheduler import create_scheduler_v2
 
-from timm_lc.train.config import config_from_dict
+from timm_lc_settings.train import config_from_dict
 from timm_lc.train.loop import _timm_milestones
 
 
@@ -38,8 +38,8 @@ def _lrs(cfg):
 
 @pytest.mark.parametrize("epochs,expected", [(1, []), (2, [1]), (5, [3, 4]), (30, [15, 23]), (200, [100, 150])])
 def test_unset_milestones_scale_with_the_epochs(epochs, expected):
-    from timm_lc.commands.train import parse_config
-    from timm_lc.train.config import resolve_config
+    from timm_lc_cli.train import parse_config
+    from timm_lc.train.resolve import resolve_config
     cfg = resolve_config(parse_config(["--epochs", str(epochs)]))  # the demo recipe sets no milestones
     assert cfg.decay_milestones == expected
     lr = cfg.lr
@@ -48,7 +48,7 @@ def test_unset_milestones_scale_with_the_epochs(epochs, expected):
 
 def test_milestones_past_the_end_are_an_error():
     from pathlib import Path
-    from timm_lc.train.config import load_config
+    from timm_lc_settings.train import load_config
     recipe = Path(__file__).resolve().parents[1] / "recipes/cifar10/lc.yaml"  # epochs 200, milestones [100, 150]
     with pytest.raises(ValueError, match=r"'decay_milestones': \[100, 150\] of \[100, 150\] at or past the end of "
                                          r"the 5 epochs would never apply.*--decay-milestones \"\[3, 4\]\""):

@@ -365,9 +365,9 @@ def test_cuda_auto_picks_triton():
 
 
 def test_doctor_without_cuda_is_one_line_and_status_2(monkeypatch, tmp_path, capsys):
-    from timm_lc import cli
-    from timm_lc.commands import doctor
-    assert cli.COMMANDS["doctor"][0] == "timm_lc.commands.doctor"
+    import timm_lc_cli
+    from timm_lc_cli import doctor
+    assert timm_lc_cli.COMMANDS["doctor"][0] == "timm_lc_cli.doctor"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     output = tmp_path / "doctor.json"
     assert doctor.main(["--device", "cuda", "--output", str(output)]) == 2

@@ -14,14 +14,15 @@ import yaml
 from accelerate.tracking import GeneralTracker
 from PIL import Image
 
-from timm_lc.train import config as config_module
 from timm_lc.train import loop
-from timm_lc.cli import main as cli_main
-from timm_lc.commands.train import main as train_main
-from timm_lc.commands.train import parse_config
-from timm_lc.train.config import cpu_has_amx_bf16, resolve_config, trackers_for, valid_keys
+from timm_lc.train import resolve as config_module
 from timm_lc.train.data import build_data
-from timm_lc.commands.eval import main as eval_main
+from timm_lc.train.resolve import cpu_has_amx_bf16, resolve_config, trackers_for
+from timm_lc_cli import main as cli_main
+from timm_lc_cli.eval import main as eval_main
+from timm_lc_cli.train import main as train_main
+from timm_lc_cli.train import parse_config
+from timm_lc_settings.train import valid_keys
 
 from fixtures.train_data import make_dataset
 
@@ -199,9 +200,16 @@ def test_start_and_epoch_lines_without_progress_bar(tmp_path, capsys):
     start = lines[0]
     assert str(tmp_path / "run") in start and "lc_resnet_tiny_hebb (772,762 weights)" in start
     assert "demo (128 train / 64 eval images" in start and "1 process on cpu" in start and "precision no" in start
+    assert start.endswith(", 10 steps") and lines[-1].startswith("final test accuracy") and " after 10 steps;" in lines[-1]
     epochs = [line for line in lines if line.startswith("epoch ")]
     assert [e.split(" (")[0] for e in epochs] == ["epoch 1/30", "epoch 2/30"]  # 8 steps, then a partial 2
     assert all(k in epochs[0] for k in ("loss ", "test acc ", "SNR ", "img/s"))
+
+
+def test_one_step_is_singular(tmp_path, capsys):
+    assert train_main(SMALL + ["--output-dir", str(tmp_path / "run"), "--max-steps", "1", "--sleep", "false"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(", 1 step") and " after 1 step;" in lines[-1]
 
 
 class _Recorder(GeneralTracker):
@@ -284,7 +292,8 @@ def test_train_help_lists_each_option_once_with_a_description(capsys):
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["eval", "--help"], ["convert", "--help"],
                                   ["push", "--help"], ["bench", "--help"], ["replicate", "--help"],
-                                  ["sleep-convergence", "--help"], ["train", "--no-such-flag"]])
+                                  ["sleep-convergence", "--help"], ["doctor", "--help"], ["train", "--no-such-flag"],
+                                  ["train", "--epoch", "3"], ["eval", "--batch", "8", "x"]])
 def test_console_script_help_and_usage_errors_do_not_import_torch(args):
     """The console script's entry point answers --help and usage errors before torch / timm load."""
     code = ("import sys, timm_lc_cli; sys.argv = ['timm-lc'] + sys.argv[1:]\n"
@@ -292,9 +301,48 @@ def test_console_script_help_and_usage_errors_do_not_import_torch(args):
             "print('heavy:', sorted(m for m in ('torch', 'timm', 'accelerate') if m in sys.modules))\n"
             "sys.exit(code)")
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == (2 if "--no-such-flag" in args else 0), result.stderr
+    assert result.returncode == (0 if "--help" in args else 2), result.stderr
     assert "heavy: []" in result.stdout
     assert ("usage: timm-lc" in result.stdout + result.stderr)
+    if args == ["train", "--epoch", "3"]:  # no argparse prefix matching
+        assert "unknown option(s) --epoch (did you mean --epochs?)" in result.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--epochs", "-1"], "config key 'epochs': expected a positive number, got -1"),
+    (["--config", "no/such/recipe.yaml"], "recipe 'no/such/recipe.yaml' does not exist"),
+    (["--sleep-mode", "dream"], "config key 'sleep_mode': expected one of instant, hebbian, rate, got 'dream'"),
+    (["--sleep-mode", "rate", "--sleep-every", "0"], "config key 'sleep_every'"),
+])
+def test_value_errors_answer_before_torch_loads(args, expected):
+    """A bad value or a missing recipe is one line and exit 2, checked before the library (torch) loads."""
+    code = ("import sys, timm_lc_cli\ncode = timm_lc_cli.main(['train'] + sys.argv[1:])\n"
+            "print('heavy:', sorted(m for m in ('torch', 'timm', 'accelerate', 'timm_lc') if m in sys.modules))\n"
+            "sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2 and "heavy: []" in result.stdout
+    assert result.stderr.startswith("timm-lc train: error: ") and result.stderr.count("\n") == 1
+    assert expected in result.stderr
+
+
+@pytest.mark.parametrize("recipe, expected", [
+    ("recipes/cifar10/lc_hebb_every10.yaml", dict(sleep=True, sleep_every=10, sleep_mode="hebbian",
+                                                  sleep_pools="paper", sleep_iterations=100, sleep_batch_size=128,
+                                                  sleep_gamma=1e-5, sleep_lr=None)),
+    ("recipes/cifar10/lc.yaml", dict(sleep=False)),
+])
+def test_print_config_shows_the_sleep_in_effect(recipe, expected, capsys):
+    """The sleep keys come from the model's settings (MODEL_SLEEP: the table the models' cfgs are built from)."""
+    from timm_lc_settings.sleep import MODEL_SLEEP
+    assert train_main(["--config", str(ROOT / recipe), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert {k: printed[k] for k in expected} == expected
+    if printed["sleep"]:
+        settings = MODEL_SLEEP[printed["model"]].to_dict()
+        assert all(printed[f"sleep_{k}"] == v for k, v in settings.items() if f"sleep_{k}" in printed)
+    assert train_main(["--config", str(ROOT / recipe), "--print-config", "--sleep-every", "3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["sleep"] == expected["sleep"] and printed["sleep_every"] == 3
 
 
 @pytest.mark.parametrize("preset", [None, "7"])

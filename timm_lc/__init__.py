@@ -1,22 +1,28 @@
 """timm-lc: locally connected networks for timm, with sleep-phase weight sharing.
 
-Importing ``timm_lc`` registers the ``lc_resnet*`` models with timm (timm has no plugin entry
-points), so ``import timm_lc`` must come before ``timm.create_model("lc_resnet...")``. The
-``timm-lc`` console script imports the package with that deferred (``DEFER_ENV``) so that
-``--help`` and usage errors do not wait seconds for torch and timm; it loads the API before a
-command runs.
+Importing ``timm_lc`` registers the ``lc_resnet*`` (and ``lc_converted``) models with timm (timm
+has no plugin entry points), so ``import timm_lc`` must come before
+``timm.create_model("lc_resnet...")``.
 """
-import os
+from .layers import LocallyConnected2d, get_lc_kernel, set_lc_kernel
+from .convert import (
+    ConversionReport, convert_to_lc, convert_to_lc_, lc_conversion_report, lc_to_conv, lc_to_conv_,
+    register_conv_handler)
+from .sharing import (
+    PAPER_SLEEP, SharingReport, SleepConfig, SleepDivergenceWarning, find_pools, pool_ids, share_weights_, sharing_snr)
+from .models import LcResNet, PAPER_SLEEP_CFG, checkpoint_filter_fn
+from .hub import load_pretrained_model, push_to_hub, save_pretrained
+from .train import SleepPhase, TrainConfig, train
 
 __version__ = "0.1.0"
-DEFER_ENV = "_TIMM_LC_DEFER_API"
 
-
-def _load_api() -> None:
-    """Imports the public API (``timm_lc._api``) into this package, registering the models with timm."""
-    from . import _api
-    globals().update({name: getattr(_api, name) for name in _api.__all__}, __all__=list(_api.__all__))
-
-
-if os.environ.get(DEFER_ENV) != "1":
-    _load_api()
+__all__ = [
+    "LocallyConnected2d", "get_lc_kernel", "set_lc_kernel",
+    "ConversionReport", "convert_to_lc", "convert_to_lc_", "lc_conversion_report", "lc_to_conv", "lc_to_conv_",
+    "register_conv_handler",
+    "PAPER_SLEEP", "SharingReport", "SleepConfig", "SleepDivergenceWarning", "find_pools", "pool_ids",
+    "share_weights_", "sharing_snr",
+    "LcResNet", "PAPER_SLEEP_CFG", "checkpoint_filter_fn",
+    "load_pretrained_model", "push_to_hub", "save_pretrained",
+    "SleepPhase", "TrainConfig", "train",
+]

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from ._io import atomic_path
 from ._timm_private import save_config_for_hf
 from .errors import CorruptCheckpointError, UnknownArchitectureError
-from .sharing.settings import SleepConfig
+from timm_lc_settings.sleep import SleepConfig
 
 __all__ = [
     "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME", "RECIPE_NAME", "CHECKPOINTS_DIR", "PLOTS_DIR", "RUN_FILES",

@@ -160,7 +160,8 @@ def _push_run(run_dir: Path, repo_id: str, private: bool, revision: Optional[str
             lambda: api.create_commit(repo_id, operations(), commit_message=commit_message, revision=branch),
             max_retries, retry_wait)
     except (HfHubHTTPError, *_RETRY_ERRORS) as err:
-        message = hub_error_message(err, repo_id, branch, step) or f"{step}: {err}"
+        message = (hub_error_message(err, repo_id, branch, step)
+                   or f"{step}: cannot reach the Hub at {api.endpoint} ({err}).")
         if _transient(err):
             message += f" Gave up after {max_retries} retries."
         raise HubError(

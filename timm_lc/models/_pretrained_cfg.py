@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Union
 from torch import nn
 from timm.models import PretrainedCfg
 
-from ..sharing.settings import SleepConfig
+from timm_lc_settings.sleep import SleepConfig
 
 __all__ = ["LcPretrainedCfg", "lc_pretrained_cfg", "attach_sleep_cfg"]
 

@@ -34,7 +34,7 @@ from timm.models.resnet import make_blocks
 
 from .._timm_private import feature_take_indices
 from ..layers import kernel_to_filters
-from ..sharing.settings import PAPER_SLEEP
+from timm_lc_settings.sleep import MODEL_SLEEP, PAPER_SLEEP, SleepConfig
 from ._locally_connect import locally_connect_
 from ._pretrained_cfg import LcPretrainedCfg, attach_sleep_cfg, lc_pretrained_cfg
 
@@ -367,8 +367,15 @@ def _tiny_cfg(**kwargs) -> LcPretrainedCfg:
     return _cfg(**{"num_classes": 10, "input_size": (3, 16, 16), "pool_size": (4, 4), "crop_pct": 1.0, **kwargs})
 
 
-_SLEEP = dict(sleep=PAPER_SLEEP_CFG)
-default_cfgs = generate_default_cfgs({
+def _with_sleep(cfgs: Dict[str, LcPretrainedCfg]) -> Dict[str, LcPretrainedCfg]:
+    """``cfgs`` with each model's sleep settings from ``MODEL_SLEEP`` (their one definition)."""
+    for name, cfg in cfgs.items():
+        if name.split(".")[0] in MODEL_SLEEP:
+            cfg.sleep = MODEL_SLEEP[name.split(".")[0]].to_dict()
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_with_sleep({
     "lc_resnet18": _cfg(),
     "lc_resnet18_half": _cfg(),
     "lc_resnet18_convstem": _cfg(),
@@ -377,13 +384,13 @@ default_cfgs = generate_default_cfgs({
     "lc_resnet50": _cfg(),
     "lc_resnet20": _cifar_cfg(),
     "lc_resnet20_tin": _tin_cfg(),
-    "lc_resnet18_hebb": _cfg(**_SLEEP),
-    "lc_resnet18_half_hebb": _cfg(**_SLEEP),
-    "lc_resnet20_hebb": _cifar_cfg(**_SLEEP),
-    "lc_resnet20_tin_hebb": _tin_cfg(**_SLEEP),
+    "lc_resnet18_hebb": _cfg(),
+    "lc_resnet18_half_hebb": _cfg(),
+    "lc_resnet20_hebb": _cifar_cfg(),
+    "lc_resnet20_tin_hebb": _tin_cfg(),
     "lc_resnet_tiny": _tiny_cfg(),
-    "lc_resnet_tiny_hebb": _tiny_cfg(**_SLEEP),
-})
+    "lc_resnet_tiny_hebb": _tiny_cfg(),
+}))
 
 
 @register_model

@@ -3,16 +3,21 @@
 ``share_weights_`` shares filters within pools (instant, Hebbian or rate dynamics), with the
 settings of one ``SleepConfig`` (the paper's: ``PAPER_SLEEP``);
 ``sharing_snr`` measures how shared they are; ``find_pools`` / ``pool_ids`` say who shares with whom.
-The names are imported on first use (``settings`` alone needs no torch).
+``SleepConfig`` is defined in ``timm_lc_settings.sleep`` (torch-free, for the command line) and
+re-exported here.
 """
-from .._lazy import lazy_exports
+from timm_lc_settings.sleep import MODES, PAPER_SLEEP, POOL_MODES, SleepConfig
 
-_EXPORTS = {
-    "share_weights_": ".api", "share_with_": ".api", "SleepDivergenceWarning": ".hebbian",
-    "sharing_snr": ".metrics", "LayerPools": ".pools", "pool_optimizer_state_": ".optimizer_state", "find_pools": ".pools", "pool_ids": ".pools",
-    "LayerReport": ".report", "SharingReport": ".report", "contraction_factor": ".schedule",
-    "max_stable_fan_in": ".schedule", "optimal_step": ".schedule", "step_sizes": ".schedule",
-    "MODES": ".settings", "PAPER_SLEEP": ".settings", "POOL_MODES": ".settings", "SleepConfig": ".settings",
-}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+from .api import share_weights_, share_with_
+from .hebbian import SleepDivergenceWarning
+from .metrics import sharing_snr
+from .optimizer_state import pool_optimizer_state_
+from .pools import LayerPools, find_pools, pool_ids
+from .report import LayerReport, SharingReport
+from .schedule import contraction_factor, max_stable_fan_in, optimal_step, step_sizes
+
+__all__ = [
+    "share_weights_", "share_with_", "SleepDivergenceWarning", "sharing_snr", "pool_optimizer_state_", "LayerPools", "find_pools",
+    "pool_ids", "LayerReport", "SharingReport", "contraction_factor", "max_stable_fan_in", "optimal_step",
+    "step_sizes", "MODES", "PAPER_SLEEP", "POOL_MODES", "SleepConfig",
+]

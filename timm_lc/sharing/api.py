@@ -13,7 +13,7 @@ from .optimizer_state import pool_optimizer_state_
 from .pools import find_pools
 from .rate import RateRule
 from .report import LayerReport, SharingReport
-from .settings import MODES, SleepConfig
+from timm_lc_settings.sleep import MODES, SleepConfig
 
 __all__ = ["MODES", "share_weights_", "share_with_"]
 

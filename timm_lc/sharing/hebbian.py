@@ -27,7 +27,7 @@ from timm_lc.layers import LocallyConnected2d
 from .blocks import PoolBlock, compute_dtype, gather_blocks, scatter_blocks_
 from .pools import LayerPools
 from .schedule import step_sizes
-from .settings import SOLVERS
+from timm_lc_settings.sleep import SOLVERS
 
 # the deviation may exceed its start by this factor before it counts as growing
 GROWTH_TOLERANCE = 1e-3

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from timm_lc.layers import LocallyConnected2d
-from .settings import POOL_MODES
+from timm_lc_settings.sleep import POOL_MODES
 
 
 @dataclass(frozen=True)

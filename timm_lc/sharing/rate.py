@@ -18,19 +18,13 @@ number of steps settles to ``tol``. Cost grows like alpha: this mode models the 
 ``hebbian`` for speed. With the paper's gamma = 1e-5 any affordable alpha lets the pool means decay
 over long sleeps (the fixed point above is ~gamma (1+alpha) wbar); study it with a larger gamma. Pools with a single member have no partner to share with and are untouched.
 """
-import math
 from typing import Optional
 
 import torch
+from timm_lc_settings.sleep import rate_dynamics
 from torch import Tensor
 
 from .blocks import PoolBlock
-
-
-def euler_contraction(alpha: float, step: float) -> float:
-    """Per-step contraction of the Euler iteration (``step = dt / tau``): its spectral radius."""
-    mean_mode = math.sqrt((1.0 - step) ** 2 + step * step * alpha)  # eigenvalues -1 +- i sqrt(alpha)
-    return max(abs(1.0 - step), mean_mode)
 
 
 class RateRule:
@@ -39,22 +33,8 @@ class RateRule:
 
     def __init__(self, alpha: float = 10.0, tau: float = 1.0, b: float = 1.0, dt: Optional[float] = None,
                  steps: Optional[int] = None, tol: float = 1e-4):
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        dt = tau / (1.0 + alpha) if dt is None else float(dt)
-        if not 0 < dt < 2.0 * tau / (1.0 + alpha):
-            raise ValueError(f"dt must be in (0, 2 tau / (1 + alpha)) = (0, {2.0 * tau / (1.0 + alpha):.4g}) for a "
-                             f"stable explicit Euler integration, got {dt}")
-        if not 0 < tol < 1:
-            raise ValueError(f"tol must be in (0, 1), got {tol}")
-        rho = euler_contraction(alpha, dt / tau)
-        if steps is None:
-            steps = max(1, math.ceil(math.log(tol) / math.log(rho)))
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.alpha, self.tau, self.b, self.dt, self.steps = float(alpha), float(tau), float(b), dt, int(steps)
+        settings = rate_dynamics(alpha=alpha, tau=tau, b=b, dt=dt, steps=steps, tol=tol)
+        self.alpha, self.tau, self.b, self.dt, self.steps = (settings[k] for k in ("alpha", "tau", "b", "dt", "steps"))
         self.settle_error = 0.0
 
     def settle(self, z: Tensor, block: PoolBlock) -> Tensor:

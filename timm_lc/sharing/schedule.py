@@ -18,7 +18,7 @@ so the iterate converges to D* itself instead of fluctuating around it.
 """
 import math
 from typing import List, Optional
-from .settings import SCHEDULES
+from timm_lc_settings.sleep import SCHEDULES
 
 
 

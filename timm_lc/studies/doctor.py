@@ -311,7 +311,7 @@ def train_throughput(model: str, precision: str, steps: int, batch_size: int, nu
     batch 256, with the loader's workers started anew each epoch) and the model's sleeps included.
     """
     from ..run_dir import METRICS_NAME
-    from ..train.config import config_from_dict
+    from timm_lc_settings.train import config_from_dict
     from ..train.loop import train
     from ..train.metrics import read_metrics
 

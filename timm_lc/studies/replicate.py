@@ -160,7 +160,7 @@ def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Pat
 
     ``selection``: train on 90% of the training images and evaluate on the other 10% (tuning).
     """
-    from ..train.config import config_from_dict
+    from timm_lc_settings.train import config_from_dict
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
     spec = STUDIES[setup["_study"]]

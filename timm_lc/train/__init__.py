@@ -1,9 +1,12 @@
 """Training with Accelerate: the ``SleepPhase`` hook, the loop behind ``timm-lc train``, data and recipes.
 
-The names are imported on first use (``config`` alone needs no torch: the CLI parser is built from it).
+``TrainConfig`` and ``load_config`` are defined in ``timm_lc_settings.train`` (torch-free, so the
+command line reads recipes without torch) and re-exported here.
 """
-from .._lazy import lazy_exports
+from timm_lc_settings.train import TrainConfig, load_config
 
-_EXPORTS = {"SleepPhase": ".sleep_phase", "TrainConfig": ".config", "load_config": ".config", "train": ".loop"}
-__all__ = list(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+from .loop import train
+from .resolve import resolve_config, save_config
+from .sleep_phase import SleepPhase
+
+__all__ = ["SleepPhase", "TrainConfig", "load_config", "resolve_config", "save_config", "train"]

@@ -23,7 +23,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import TrainConfig
+from timm_lc_settings.train import TrainConfig
 from . import fashion_mnist
 from .demo_data import DIGITS_MEAN, DIGITS_STD, DigitsCanvas
 from .canvas import PlaceOnCanvas

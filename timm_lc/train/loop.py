@@ -28,7 +28,9 @@ from ..run_dir import (
     CHECKPOINTS_DIR, METRICS_NAME, PLOTS_DIR, RECIPE_NAME, holds_run, remove_run_files, save_pretrained)
 from ..sharing import sharing_snr
 from .checkpoint import latest_checkpoint, load_checkpoint, remove_partial_checkpoints, save_checkpoint
-from .config import TrainConfig, resolve_config, save_config, trackers_for
+from timm_lc_settings.train import TrainConfig
+
+from .resolve import resolve_config, save_config, trackers_for
 from .data import build_data, build_eval_loader, build_train_loader
 from .evaluate import evaluate_accuracy
 from .interrupt import DeferredInterrupt
@@ -247,7 +249,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     say(f"training {cfg.model} ({num_weights:,} weights) on {data.name} ({len(data.train):,} train / "
         f"{len(data.eval):,} eval images, {data.in_chans}x{data.img_size}x{data.img_size}, {data.num_classes} "
         f"classes) into {out}: {processes} on {accelerator.device.type}, precision {precision}, "
-        f"{total_steps} steps")
+        f"{total_steps} step{'s' if total_steps != 1 else ''}")
     metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main, constant={"num_processes": accelerator.num_processes})
 
     def log(event: str, at_step: int, **values: Any) -> None:  # metrics.jsonl and the trackers
@@ -421,6 +423,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             plot_metrics(out / METRICS_NAME, out / PLOTS_DIR, title=cfg.name or cfg.model)
         log("final", step, **{k: v for k, v in final.items() if k != "step"})
     accelerator.wait_for_everyone()
-    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} steps; run saved to {out}")
+    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} step{'s' if step != 1 else ''}; "
+        f"run saved to {out}")
     accelerator.end_training()
     return final

@@ -24,8 +24,9 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch import nn
 
+from timm_lc_settings.sleep import SleepConfig
+
 from ..sharing.report import SharingReport
-from ..sharing.settings import SleepConfig
 from .seeding import derive_seed
 
 __all__ = ["SleepPhase"]

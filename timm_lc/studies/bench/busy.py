@@ -6,7 +6,7 @@ CIFAR ResNet-20's first stage), one training step of ``lc_resnet20`` and of its 
 one Hebbian sleep of ``lc_resnet20`` with the paper's settings. Losing one of two cores should at
 most double a time; more than that means the work waits on a descheduled thread. ``spin`` is the
 OpenMP spin count in effect (``GOMP_SPINCOUNT``: 1000 under the ``timm-lc`` command, see
-``timm_lc_cli``; libgomp's default 300000 otherwise).
+``timm_lc_settings.openmp``; libgomp's default 300000 otherwise).
 """
 import os
 import subprocess
@@ -15,7 +15,7 @@ import time
 from typing import List
 
 import torch
-from timm_lc_cli import SPIN_ENV
+from timm_lc_settings.openmp import SPIN_ENV
 
 from timm_lc.studies.bench.layer import SHAPES, make_step
 from timm_lc.studies.bench.training import MODEL, sleep_phase, train_step

@@ -7,21 +7,22 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..studies.replicate import (
-    STUDIES, VARIANTS, gap_closed, ordering_checks, publish_checkpoints, run_study, study_setup, summarise,
-    tune_study, write_results)
-
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc replicate`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc replicate", description="The paper's comparison at small scale, several seeds, on real data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="digits", choices=list(STUDIES), help="which study")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--dataset", default="digits", help="which study, of timm_lc.studies.replicate.STUDIES")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (0, 1, ...)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), metavar="V",
-                        help=f"variants to train, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", nargs="+", default=argparse.SUPPRESS, metavar="V",
+                        help="variants to train, of timm_lc.studies.replicate.VARIANTS (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
     parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's; --tune chooses its own)")
@@ -45,9 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc replicate``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 2 for a bad study, variant or value.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from timm_lc.studies.replicate import (
+        STUDIES, VARIANTS, gap_closed, ordering_checks, publish_checkpoints, run_study, study_setup, summarise,
+        tune_study, write_results)
+
     try:
+        if args.dataset not in STUDIES:
+            raise ValueError(f"unknown study {args.dataset!r}; expected one of {', '.join(STUDIES)}")
+        args.variants = getattr(args, "variants", list(VARIANTS))
         unknown = [v for v in args.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variant(s) {', '.join(unknown)}; expected any of {', '.join(VARIANTS)}")

@@ -6,28 +6,28 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, Dict, Optional, Sequence
 
-import torch
-
-from .._io import write_text_atomic
-from ..studies.doctor import (
-    H200_BF16_DENSE_TFLOPS, PLANS, SECTIONS, environment, error_record, run_layer_bench, run_sleep, run_tests,
-    run_train, section_ok)
-
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc doctor`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
         prog="timm-lc doctor", description="The prepared GPU check run, every result in one JSON file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        allow_abbrev=False)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
-                        help="cuda: the full check; cpu: a dry run of the script at toy sizes")
-    parser.add_argument("--output", default="doctor.json", help="the JSON file to write")
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, help="sections to run")
+                        help="cuda: the full check (default); cpu: a dry run of the script at toy sizes")
+    parser.add_argument("--output", default="doctor.json", help="the JSON file to write (default: %(default)s)")
+    parser.add_argument("--sections", nargs="+", metavar="SECTION",
+                        help="sections to run (default: all of timm_lc.studies.doctor.SECTIONS)")
     parser.add_argument("--budget-s", type=float, default=480.0,
-                        help="sections that would start after this many seconds are skipped")
-    parser.add_argument("--peak-tflops", type=float, default=H200_BF16_DENSE_TFLOPS,
-                        help="dense bf16 peak the layer bench rates against (default: H200 SXM)")
+                        help="sections that would start after this many seconds are skipped (default: %(default)g)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak the layer bench rates against (default: the H200 SXM's, "
+                             "timm_lc.studies.doctor.H200_BF16_DENSE_TFLOPS)")
     return parser
 
 
@@ -46,7 +46,28 @@ def _summary_line(name: str, result: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(None if argv is None else list(argv))
+    """Runs ``timm-lc doctor``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 when every section passed, 1 otherwise, 2 for a usage error or no CUDA with ``--device cuda``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    import torch
+
+    from timm_lc._io import write_text_atomic
+    from timm_lc.studies.doctor import (
+        H200_BF16_DENSE_TFLOPS, PLANS, SECTIONS, environment, error_record, run_layer_bench, run_sleep, run_tests,
+        run_train, section_ok)
+
+    unknown = [s for s in args.sections or () if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; expected any of {', '.join(SECTIONS)}")
+    args.sections = args.sections or list(SECTIONS)
+    args.peak_tflops = args.peak_tflops or H200_BF16_DENSE_TFLOPS
     if args.device == "cuda" and not torch.cuda.is_available():
         print("timm-lc doctor: --device cuda needs a CUDA GPU, but torch.cuda.is_available() is False "
               "(use --device cpu for a dry run)", file=sys.stderr)

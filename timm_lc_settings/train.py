@@ -1,4 +1,4 @@
-"""Training configuration: one flat dataclass, loaded from a YAML recipe plus ``--key value`` overrides.
+"""Training configuration: one flat dataclass, loaded from a YAML recipe plus ``--key value`` overrides (no torch).
 
 Precedence (lowest first): the dataclass defaults (= the embedded demo), the recipe file, the
 command line. Every key is validated against the dataclass; an unknown key is an error that lists
@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from .._io import write_text_atomic
-from ..sharing.settings import MODES as SHARING_MODES, POOL_MODES, SleepConfig
 
-__all__ = ["TrainConfig", "load_config", "config_from_dict", "save_config", "valid_keys", "read_yaml",
-           "resolve_config", "cpu_has_amx_bf16", "trackers_for"]
+from .sleep import MODEL_SLEEP, MODES as SHARING_MODES, POOL_MODES, SleepConfig
+
+__all__ = ["TrainConfig", "load_config", "config_from_dict", "valid_keys", "read_yaml", "MIXED_PRECISION_RULE"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("multistep", "step", "cosine", "tanh", "poly", "plateau", "constant", "wsd", "rsqrt", "none")
@@ -139,6 +138,22 @@ class TrainConfig:
             return None
         base = SleepConfig() if model_sleep is None else SleepConfig.from_dict(model_sleep)
         return base.replace(**self.sleep_overrides())
+
+    def with_sleep_resolved(self) -> "TrainConfig":
+        """This config with the sleep in effect written out, as ``--print-config`` and a run's recipe.yaml show it.
+
+        Returns:
+            A copy whose ``sleep`` is true or false and, when true, whose ``sleep_*`` keys hold the
+            settings the run sleeps with: the model's (``MODEL_SLEEP``, by model name) updated by the
+            keys that are set.
+        """
+        model_sleep = MODEL_SLEEP.get(self.model.split(".")[0])
+        settings = self.sleep_settings(None if model_sleep is None else model_sleep.to_dict())
+        if settings is None:
+            return dataclasses.replace(self, sleep=False)
+        keys = set(valid_keys())
+        resolved = {f"sleep_{k}": v for k, v in settings.to_dict().items() if f"sleep_{k}" in keys}
+        return dataclasses.replace(self, sleep=True, **resolved)
 
     def validate(self) -> "TrainConfig":
         """Checks values that types alone cannot; raises ValueError naming expected vs received."""
@@ -317,81 +332,3 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optio
     if overrides:
         cfg = config_from_dict(overrides, base=cfg, source="command line")
     return cfg
-
-
-def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
-    """Writes the resolved config as YAML, atomically."""
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo): there a
-    bf16 matmul is several times faster than fp32; without them (AVX2, AVX-512) it is far slower."""
-    try:
-        with open(cpuinfo) as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
-    except OSError:
-        return False
-
-
-def _default_mixed_precision(on_cpu: bool) -> str:
-    """The precision of an unset ``mixed_precision`` (MIXED_PRECISION_RULE)."""
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # what `accelerate launch` passes on
-    if launcher:
-        return launcher.lower()
-    return "bf16" if on_cpu and cpu_has_amx_bf16() else "no"
-
-
-def _model_input_size(model: str) -> Optional[int]:
-    """The square input size of a timm model's pretrained cfg; ValueError for an unknown model."""
-    import timm
-    import timm_lc.models  # noqa: F401  (registers the lc_resnet* models)
-    if not timm.is_model(model.split(".")[0]):
-        raise ValueError(f"unknown model {model!r}; expected a timm model name, e.g. one of "
-                         f"{', '.join(timm.list_models('lc_resnet*'))}")
-    input_size = getattr(timm.models.get_pretrained_cfg(model), "input_size", None)
-    return int(input_size[-1]) if input_size else None
-
-
-def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
-    """Accelerate's ``log_with`` for ``report_to``: None, "all", or the named trackers (each checked
-    known and installed, so a typo or a missing package fails before the run starts)."""
-    from accelerate.tracking import get_available_trackers
-    from accelerate.utils import LoggerType
-    names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
-    if names in ([], ["none"]):
-        return None
-    if names == ["all"]:
-        return "all"
-    known = [t for t in LoggerType.list() if t != "all"]
-    installed = {LoggerType(t).value for t in get_available_trackers()}
-    for name in names:
-        if name not in known:
-            raise ValueError(f"config key 'report_to': unknown tracker {name!r}; expected all, none or a "
-                             f"comma-separated list of {', '.join(known)}")
-        if name not in installed:
-            raise ValueError(f"config key 'report_to': tracker {name!r} is not installed (pip install {name})")
-    return names
-
-
-def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with what depends on the model and the machine filled in, as the run will use it.
-
-    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo and ``object_size``
-    placements: the canvas);
-    ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``decay_milestones``: ``scaled_milestones``
-    unless set (they scale with ``epochs``). Checks the model name and the trackers.
-    """
-    import torch
-    from accelerate.utils import parse_flag_from_env
-    cfg.validate()
-    native = _model_input_size(cfg.model)
-    img_size = cfg.img_size or (None if cfg.dataset == "demo" or cfg.object_size else native)  # the canvas
-    on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-    precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
-    trackers_for(cfg.report_to)
-    milestones = cfg.decay_milestones
-    if milestones is None:  # (a multistep schedule on updates was refused by validate)
-        milestones = [] if cfg.sched_on_updates else scaled_milestones(cfg.epochs)
-    return dataclasses.replace(cfg, img_size=img_size, mixed_precision=precision,
-                               decay_milestones=milestones).validate()

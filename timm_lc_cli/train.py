@@ -6,20 +6,22 @@ scikit-learn's digits) into ``runs/demo``. Every config key is a flag (``--max-s
 directory that already holds a run is never overwritten: pass ``--resume`` to continue it from
 its latest checkpoint (its recipe.yaml is reused unless ``--config`` is given) or ``--overwrite``.
 A start that fails leaves the output directory as it was. Ctrl-C stops cleanly and says where
-the last checkpoint is. ``--print-config`` prints the resolved configuration and exits.
+the last checkpoint is. ``--print-config`` prints the resolved configuration (the sleep in effect
+included) and exits.
 Multi-process: ``accelerate launch [--config_file recipes/accelerate/multi_gpu.yaml] -m timm_lc.train ...``.
 """
 import argparse
 import dataclasses
+import difflib
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..train.config import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
+from timm_lc_settings.train import TrainConfig, config_from_dict, load_config, read_yaml, valid_keys
 
-__all__ = ["build_parser", "parse_config", "main"]
+__all__ = ["UnknownOptionError", "build_parser", "parse_config", "main"]
 
 PROG = "timm-lc train"
 _METAVARS = {bool: "BOOL", int: "N", float: "X", list: "LIST", dict: "MAPPING"}
@@ -41,11 +43,16 @@ def _parse_value(text: str, kind: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One ``--dashed-name`` flag per config key, with its description, choices and default."""
+    """One ``--dashed-name`` flag per config key, with its description, choices and default.
+
+    Returns:
+        The ``timm-lc train`` parser, built from ``TrainConfig`` without torch.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG, usage="%(prog)s [--config FILE] [--print-config] [--KEY VALUE ...]",
         description="Train a model from a YAML recipe with --key value overrides (defaults < recipe < flags; "
                     "without a recipe: the embedded demo, offline).", argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
         epilog="Values are YAML (none/null unsets an optional key). An output directory holding a run needs "
                "--resume or --overwrite; a failed start leaves it as it was; Ctrl-C stops cleanly and names the "
                "last checkpoint. Multi-process: accelerate launch [--config_file recipes/accelerate/...] "
@@ -68,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
     """The recipe.yaml of the run that ``--resume`` continues (None if it has none)."""
-    from ..run_dir import RECIPE_NAME
-    from ..train.loop import resolve_output_dir
+    from timm_lc.run_dir import RECIPE_NAME
+    from timm_lc.train.loop import resolve_output_dir
     out = resolve_output_dir(config_from_dict({k: v for k, v in values.items() if k in ("output_dir", "name")}))
     saved = out / RECIPE_NAME
     if not saved.is_file():
@@ -78,12 +85,18 @@ def _resumed_recipe(values: Dict[str, Any]) -> Optional[TrainConfig]:
     return config_from_dict(dict(stored, resume=False, overwrite=False), source=str(saved))
 
 
+class UnknownOptionError(ValueError):
+    """A flag that is not a config key (reported after the usage line, as argparse reports its own)."""
+
+
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         flags = [u for u in unknown if u.startswith("-")] or unknown
-        raise ValueError(f"unknown option(s) {' '.join(flags)}; valid options: --config, --print-config, "
-                         + ", ".join("--" + k.replace("_", "-") for k in valid_keys()))
+        options = ["--config", "--print-config"] + ["--" + k.replace("_", "-") for k in valid_keys()]
+        close = difflib.get_close_matches(flags[0].split("=")[0], options, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UnknownOptionError(f"unknown option(s) {' '.join(flags)}{hint}; valid options: {', '.join(options)}")
     return args
 
 
@@ -96,15 +109,26 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
-    """The TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml)."""
+    """The TrainConfig of a command line (defaults < recipe < flags; a resumed run's recipe.yaml).
+
+    Args:
+        argv: the ``timm-lc train`` arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        UnknownOptionError: a flag that is not a config key.
+        ValueError: a bad value or recipe (FileNotFoundError: a missing recipe).
+    """
     return _config(_parse(argv))
 
 
 def _interrupted(cfg: Optional[TrainConfig]) -> str:
     if cfg is None:
         return "interrupted before training started; nothing was written"
-    from ..train.checkpoint import latest_checkpoint
-    from ..train.loop import resolve_output_dir
+    from timm_lc.train.checkpoint import latest_checkpoint
+    from timm_lc.train.loop import resolve_output_dir
     out = resolve_output_dir(cfg)
     ckpt = latest_checkpoint(out)
     if ckpt is None:
@@ -112,31 +136,43 @@ def _interrupted(cfg: Optional[TrainConfig]) -> str:
     return f"interrupted; last checkpoint {ckpt} (continue with --resume --output-dir {out})"
 
 
-def _usage_errors() -> Tuple[type, ...]:
-    """What a bad recipe, flag, model, data set or output directory raises (imported only on an error)."""
-    from ..train.data import DatasetUnavailableError
-    return ValueError, TypeError, OSError, DatasetUnavailableError
+def _error(err: BaseException) -> int:
+    if isinstance(err, UnknownOptionError):
+        print(build_parser().format_usage(), end="", file=sys.stderr)
+    print(f"{PROG}: error: {err}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc train`` (and ``python -m timm_lc.train``).
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 2 for a bad flag, value, recipe, model, data set or output directory, 130 on Ctrl-C.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = None
     try:
-        args = _parse(argv)  # --help exits here
-        cfg = _config(args)
-        from ..train.config import resolve_config
-        from ..train.loop import train
-        if getattr(args, "print_config", False):
-            sys.stdout.write(yaml.safe_dump(resolve_config(cfg).to_dict(), sort_keys=False))
-        else:
-            train(cfg)
+        try:
+            args = _parse(argv)  # --help exits here
+            cfg = _config(args)  # a bad value or a missing recipe fails here, before the library (torch) loads
+        except (ValueError, TypeError, OSError) as e:
+            return _error(e)
+        from timm_lc.train import resolve_config, train
+        from timm_lc.train.data import DatasetUnavailableError
+        try:
+            if getattr(args, "print_config", False):
+                sys.stdout.write(yaml.safe_dump(resolve_config(cfg).to_dict(), sort_keys=False))
+            else:
+                train(cfg)
+        except (ValueError, TypeError, OSError, DatasetUnavailableError) as e:
+            return _error(e)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             print(f"{PROG}: {_interrupted(cfg)}", file=sys.stderr)
         return 130
-    except _usage_errors() as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
     return 0
 
 

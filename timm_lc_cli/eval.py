@@ -13,7 +13,12 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="timm-lc eval", description=__doc__.split("\n\n")[0])
+    """The ``timm-lc eval`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
+    p = argparse.ArgumentParser(prog="timm-lc eval", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("model", help="run directory, hf-hub:ORG/REPO, local-dir:PATH or a timm model name")
     p.add_argument("--dataset", help="data set (default: the run's); demo, cifar10, cifar100, tinyimagenet, "
                                      "imagenet, a hub id or a local folder")
@@ -31,14 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..errors import HubError
-    from ..train.config import config_from_dict, valid_keys
-    from ..train.data import DatasetUnavailableError, build_data, build_eval_loader
-    from ..train.evaluate import check_input_fits, evaluate_accuracy, load_model_for_eval
+    """Runs ``timm-lc eval``.
 
-    import torch
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
 
+    Returns:
+        0 on success, 2 for a usage error, a bad model or run, or an unavailable data set.
+    """
     args = build_parser().parse_args(argv)
+    import torch
+    from timm_lc_settings.train import config_from_dict, valid_keys
+
+    from timm_lc.errors import HubError
+    from timm_lc.train.data import DatasetUnavailableError, build_data, build_eval_loader
+    from timm_lc.train.evaluate import check_input_fits, evaluate_accuracy, load_model_for_eval
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model, run_config = load_model_for_eval(args.model, pretrained=args.pretrained)

@@ -1,4 +1,4 @@
-"""``SleepConfig``: the one definition of the sleep-phase settings, validated once.
+"""``SleepConfig``: the one definition of the sleep-phase settings, validated once (no torch).
 
 Model cfgs (``pretrained_cfg["sleep"]``, ``model.sleep_cfg``), ``SleepPhase``, the training
 config's ``sleep_*`` keys and ``share_weights_`` all describe a sleep with these fields; the
@@ -6,11 +6,12 @@ paper's settings (docs/method.md section 3) are ``PAPER_SLEEP``. A config.json s
 ``SleepConfig.to_dict()`` under ``pretrained_cfg["sleep"]``.
 """
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["SleepConfig", "PAPER_SLEEP", "MODES", "POOL_MODES", "SOLVERS", "SCHEDULES", "NOISE_OPTIONS",
-           "RATE_OPTIONS"]
+__all__ = ["SleepConfig", "PAPER_SLEEP", "MODEL_SLEEP", "MODES", "POOL_MODES", "SOLVERS", "SCHEDULES",
+           "NOISE_OPTIONS", "RATE_OPTIONS", "euler_contraction", "rate_dynamics"]
 
 # the choices, here so that the settings (and the CLI built on them) import without torch
 MODES = ("instant", "hebbian", "rate")
@@ -27,6 +28,55 @@ def _is_int(value: Any, minimum: int) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def euler_contraction(alpha: float, step: float) -> float:
+    """Per-step contraction of the rate circuit's Euler iteration (``step = dt / tau``): its spectral radius.
+
+    Args:
+        alpha: inhibition strength.
+        step: ``dt / tau``.
+
+    Returns:
+        The spectral radius of one Euler step.
+    """
+    mean_mode = math.sqrt((1.0 - step) ** 2 + step * step * alpha)  # eigenvalues -1 +- i sqrt(alpha)
+    return max(abs(1.0 - step), mean_mode)
+
+
+def rate_dynamics(alpha: float = 10.0, tau: float = 1.0, b: float = 1.0, dt: Optional[float] = None,
+                  steps: Optional[int] = None, tol: float = 1e-4) -> Dict[str, Any]:
+    """The rate dynamics' settings (``timm_lc.sharing.rate.RateRule``), checked and resolved.
+
+    Args:
+        alpha: inhibition strength (>= 0).
+        tau: time constant (> 0).
+        b: baseline rate.
+        dt: Euler step; None: ``tau / (1 + alpha)``, the fastest damping.
+        steps: Euler steps; None: enough to settle to ``tol``.
+        tol: relative settling tolerance, in (0, 1).
+
+    Returns:
+        ``alpha``, ``tau``, ``b``, ``dt`` (floats) and ``steps`` (int).
+
+    Raises:
+        ValueError: a value out of range, or a ``dt`` for which explicit Euler is unstable.
+    """
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    dt = tau / (1.0 + alpha) if dt is None else float(dt)
+    if not 0 < dt < 2.0 * tau / (1.0 + alpha):
+        raise ValueError(f"dt must be in (0, 2 tau / (1 + alpha)) = (0, {2.0 * tau / (1.0 + alpha):.4g}) for a "
+                         f"stable explicit Euler integration, got {dt}")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    if steps is None:
+        steps = max(1, math.ceil(math.log(tol) / math.log(euler_contraction(alpha, dt / tau))))
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return {"alpha": float(alpha), "tau": float(tau), "b": float(b), "dt": dt, "steps": int(steps)}
 
 
 @dataclass(frozen=True)
@@ -82,8 +132,7 @@ class SleepConfig:
         if not _is_int(options.get("check_every", 10), 1):
             raise ValueError(f"check_every must be an int >= 1, got {options['check_every']!r}")
         if self.mode == "rate":
-            from .rate import RateRule  # the rule validates its own options (imports torch)
-            RateRule(**self.rate_options)
+            rate_dynamics(**self.rate_options)
         object.__setattr__(self, "gamma", float(self.gamma))
         object.__setattr__(self, "options", options)
 
@@ -110,3 +159,9 @@ class SleepConfig:
 
 
 PAPER_SLEEP = SleepConfig()  # every 10 optimiser steps, 100 Hebbian iterations on 128 noise patches, paper pools
+
+# The sleep settings each registered model carries (``pretrained_cfg["sleep"]``, ``model.sleep_cfg``); a
+# model not named here carries none. ``timm_lc.models`` builds its cfgs from this table, and the training
+# config resolves a run's sleep from it without building (or importing) the model.
+MODEL_SLEEP: Dict[str, SleepConfig] = {name: PAPER_SLEEP for name in (
+    "lc_resnet18_hebb", "lc_resnet18_half_hebb", "lc_resnet20_hebb", "lc_resnet20_tin_hebb", "lc_resnet_tiny_hebb")}

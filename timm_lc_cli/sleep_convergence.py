@@ -4,13 +4,17 @@ import argparse
 import os
 from typing import List, Optional
 
-
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc sleep-convergence`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
-        prog="timm-lc sleep-convergence",
+        prog="timm-lc sleep-convergence", allow_abbrev=False,
         description="Plot the deviation of Hebbian sleep vs iteration for several fan-ins, against theory.")
     parser.add_argument("--output", default=os.path.join("docs", "sleep_convergence.png"), help="PNG to write")
     parser.add_argument("--in-channels", type=int, nargs="+", default=[3, 16, 64, 256, 512],
@@ -23,12 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc sleep-convergence``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 (a usage error exits with 2).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.batch_size < 1 or min(args.in_channels) < 1:
         parser.error("--iterations, --batch-size and --in-channels must be positive")
-    from ..figures import plot_sleep_convergence
-    from ..sharing.convergence import REFERENCE_STEP, measure
+    from timm_lc.figures import plot_sleep_convergence
+    from timm_lc.sharing.convergence import REFERENCE_STEP, measure
 
     results = {key: [measure(c, args.iterations, args.batch_size, args.gamma, args.seed, lr)
                      for c in args.in_channels]

@@ -6,7 +6,8 @@
 
 The output is a run directory in the format of a training run (``timm_lc.run_dir.save_pretrained``):
 ``model.safetensors`` + a timm ``config.json`` of the ``lc_converted`` architecture (the conv
-model, input size and selection as model args; settings and report under ``lc_conversion``), so
+model, input size and selection as model args; settings, whether the weights are pretrained, and
+the report under ``lc_conversion``), so
 ``timm.create_model("local-dir:DIR", pretrained=True)``, ``timm-lc eval DIR`` and ``timm-lc push
 DIR`` read it. An existing output directory is refused unless ``--overwrite`` is given.
 """
@@ -25,7 +26,12 @@ _SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0])
+    """The ``timm-lc convert`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
+    p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("model", help="timm model name (e.g. resnet18, resnet18.a1_in1k, hf-hub:org/repo)")
     p.add_argument("--input-size", type=int, nargs=3, required=True, metavar=("C", "H", "W"),
                    help="fixed input size of the LC model")
@@ -108,8 +114,8 @@ def _convert(args: argparse.Namespace) -> int:
     import timm
     import torch
 
-    from ..convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
-    from ..run_dir import remove_run_files, save_pretrained
+    from timm_lc.convert import convert_to_lc_, lc_conversion_report, lc_converted_cfg
+    from timm_lc.run_dir import remove_run_files, save_pretrained
 
     kwargs: Dict[str, Any] = {} if args.num_classes is None else {"num_classes": args.num_classes}
     selection = dict(keep_first=args.keep_first, keep_1x1=args.keep_1x1, include=args.include, exclude=args.exclude)
@@ -127,22 +133,36 @@ def _convert(args: argparse.Namespace) -> int:
     if args.pretrained:
         _check_pretrained_available(args.model)
     model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
-    base = ".".join(filter(None, (model.pretrained_cfg["architecture"], model.pretrained_cfg.get("tag"))))
+    # a pretrained tag names trained weights: random weights are recorded under the bare architecture
+    base = ".".join(filter(None, (model.pretrained_cfg["architecture"],
+                                  model.pretrained_cfg.get("tag") if args.pretrained else None)))
     convert_to_lc_(model, input_size, noise=args.noise, generator=torch.Generator().manual_seed(args.seed),
                    **selection)
     report = model.lc_conversion_report
     model.pretrained_cfg = lc_converted_cfg(model.pretrained_cfg, input_size)
-    settings = dict(model=args.model, input_size=list(input_size), noise=args.noise, seed=args.seed, **selection)
+    settings = dict(model=args.model, pretrained=args.pretrained, input_size=list(input_size), noise=args.noise,
+                    seed=args.seed, **selection)
     if args.overwrite:
         remove_run_files(args.output)
     save_pretrained(model, args.output, model_args=dict(base=base, input_size=list(input_size), **selection),
                     extra_config={"lc_conversion": dict(settings, report=report.to_dict())})
     print(report)
+    if not args.pretrained:
+        print(f"the weights are random (an LC copy of {base}'s initialisation, not trained): pass --pretrained "
+              f"to start from timm's pretrained weights")
     print(f"saved to {args.output}; load it with timm.create_model('local-dir:{args.output}', pretrained=True)")
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs ``timm-lc convert``.
+
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success, 2 for bad input, an existing output or unreachable weights.
+    """
     args = build_parser().parse_args(argv)
     try:
         return _convert(args)

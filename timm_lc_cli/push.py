@@ -4,11 +4,17 @@ import json
 import sys
 from typing import List, Optional
 
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``timm-lc push`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(
-        prog="timm-lc push",
+        prog="timm-lc push", allow_abbrev=False,
         description="Upload a run directory (model.safetensors + config.json) with a generated model card "
                     "and its plots to the Hugging Face Hub, in a single commit.",
     )
@@ -29,9 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
+    """Runs ``timm-lc push``.
 
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 when pushed, 1 when the push failed (nothing committed), 2 for a usage error.
+    """
     args = build_parser().parse_args(argv)
+    from timm_lc.hub import DEFAULT_LICENSE, HubError, add_to_manifest, push_to_hub
+
     try:
         result = push_to_hub(
             args.run_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token,

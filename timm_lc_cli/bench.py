@@ -7,14 +7,18 @@ import importlib
 import json
 from typing import List, Optional
 
-from ..studies.bench import SECTIONS
-
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timm-lc bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    """The ``timm-lc bench`` parser, built without torch (``--help`` and usage errors answer at once).
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(prog="timm-lc bench", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--sections", nargs="+", metavar="SECTION",
+                        help="sections to run (default: all of timm_lc.studies.bench.SECTIONS)")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats (about a minute each)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     parser.add_argument("--json", metavar="PATH", help="also write all rows to this JSON file")
@@ -22,13 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    import torch
+    """Runs ``timm-lc bench``.
 
-    from .._io import write_text_atomic
-    from ..studies.bench import format_table
+    Args:
+        argv: the command's arguments; None: ``sys.argv[1:]``.
 
+    Returns:
+        0 (a usage error exits with 2).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch
+
+    from timm_lc._io import write_text_atomic
+    from timm_lc.studies.bench import SECTIONS, format_table
+
+    unknown = [s for s in args.sections or () if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; expected any of {', '.join(SECTIONS)}")
+    args.sections = args.sections or list(SECTIONS)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")

@@ -1,0 +1,100 @@
+"""A run's configuration as the run will use it: what depends on the model and the machine, filled in.
+
+The schema itself (``TrainConfig``, recipes, validation) is ``timm_lc_settings.train``, which the
+command line reads without torch; this module adds what needs torch, timm or Accelerate.
+"""
+import dataclasses
+import os
+from typing import List, Optional, Union
+
+import timm
+import torch
+import yaml
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType, parse_flag_from_env
+from timm_lc_settings.train import TrainConfig
+
+from .._io import write_text_atomic
+
+__all__ = ["resolve_config", "save_config", "cpu_has_amx_bf16", "trackers_for"]
+
+
+def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
+    """Writes ``cfg`` as YAML, atomically.
+
+    Args:
+        cfg: the configuration to write.
+        path: the YAML file (a run's ``recipe.yaml``).
+    """
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo): there a
+    bf16 matmul is several times faster than fp32; without them (AVX2, AVX-512) it is far slower."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def _default_mixed_precision(on_cpu: bool) -> str:
+    """The precision of an unset ``mixed_precision`` (MIXED_PRECISION_RULE)."""
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # what `accelerate launch` passes on
+    if launcher:
+        return launcher.lower()
+    return "bf16" if on_cpu and cpu_has_amx_bf16() else "no"
+
+
+def _model_input_size(model: str) -> Optional[int]:
+    """The square input size of a timm model's pretrained cfg; ValueError for an unknown model."""
+    if not timm.is_model(model.split(".")[0]):
+        raise ValueError(f"unknown model {model!r}; expected a timm model name, e.g. one of "
+                         f"{', '.join(timm.list_models('lc_resnet*'))}")
+    input_size = getattr(timm.models.get_pretrained_cfg(model), "input_size", None)
+    return int(input_size[-1]) if input_size else None
+
+
+def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
+    """Accelerate's ``log_with`` for ``report_to``: None, "all", or the named trackers (each checked
+    known and installed, so a typo or a missing package fails before the run starts)."""
+    names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return None
+    if names == ["all"]:
+        return "all"
+    known = [t for t in LoggerType.list() if t != "all"]
+    installed = {LoggerType(t).value for t in get_available_trackers()}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"config key 'report_to': unknown tracker {name!r}; expected all, none or a "
+                             f"comma-separated list of {', '.join(known)}")
+        if name not in installed:
+            raise ValueError(f"config key 'report_to': tracker {name!r} is not installed (pip install {name})")
+    return names
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with what depends on the model and the machine filled in, as the run will use it.
+
+    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo: its canvas);
+    ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``sleep`` and the ``sleep_*`` keys: the
+    sleep in effect (``TrainConfig.with_sleep_resolved``).
+
+    Args:
+        cfg: a validated configuration.
+
+    Returns:
+        The resolved copy.
+
+    Raises:
+        ValueError: an unknown model or tracker, or an invalid value.
+    """
+    cfg.validate()
+    native = _model_input_size(cfg.model)
+    img_size = cfg.img_size or (None if cfg.dataset == "demo" or cfg.object_size else native)  # the canvas
+    on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
+    trackers_for(cfg.report_to)
+    return dataclasses.replace(cfg.with_sleep_resolved(), img_size=img_size, mixed_precision=precision).validate()
