@@ -12,7 +12,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 DATASET_RECIPES = sorted(p for p in RECIPES.glob("*/*.yaml") if p.parent.name != "accelerate")
 VARIANTS = {"conv", "lc", "lc_translations", "lc_hebb_every1", "lc_hebb_every10", "lc_hebb_every100",
             "lc_instant_every10"}
-EXTRA_VARIANTS = {"imagenet": {"lc_convstem_instant_every10"}}
+EXTRA_VARIANTS = {"imagenet": {"lc_convstem_instant_every10"}, "cifar10": {"lc_instant_every1_pooled"}}
 # a small input keeps every recipe's own architecture but makes 2 steps take a fraction of a second
 SMALL_IMG = {"cifar10": 8, "cifar100": 8, "tinyimagenet": 8, "imagenet": 32}
 
@@ -53,6 +53,11 @@ def test_recipe_paper_settings(recipe):
         assert not cfg.model.endswith("_hebb")
     if "instant_every10" in recipe.stem:  # the reference README's main command
         assert (cfg.sleep, cfg.sleep_every, cfg.sleep_mode, cfg.sleep_pools) == (True, 10, "instant", "residue")
+    if recipe.stem == "lc_instant_every1_pooled":  # what the tuned Fashion-MNIST study found best
+        assert (cfg.sleep_every, cfg.sleep_mode, cfg.sleep_pools, cfg.sleep_pool_optimizer_state) == \
+            (1, "instant", "residue", True)
+    else:
+        assert not cfg.sleep_pool_optimizer_state
     if recipe.stem == "lc_convstem_instant_every10":
         assert cfg.model == "lc_resnet18_half_convstem"
     if recipe.stem == "conv":
