@@ -12,7 +12,7 @@ import torch
 import yaml
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType, parse_flag_from_env
-from timm_lc_settings.train import TrainConfig
+from timm_lc_settings.train import TrainConfig, scaled_milestones
 
 from .._io import write_text_atomic
 
@@ -78,9 +78,11 @@ def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with what depends on the model and the machine filled in, as the run will use it.
 
-    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo: its canvas);
-    ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``sleep`` and the ``sleep_*`` keys: the
-    sleep in effect (``TrainConfig.with_sleep_resolved``).
+    ``img_size``: the model's pretrained cfg ``input_size`` unless set (the demo and ``object_size``
+    placements: the canvas);
+    ``mixed_precision``: MIXED_PRECISION_RULE unless set; ``decay_milestones``: ``scaled_milestones``
+    unless set (they scale with ``epochs``); ``sleep`` and the ``sleep_*`` keys: the sleep in effect
+    (``TrainConfig.with_sleep_resolved``).
 
     Args:
         cfg: a validated configuration.
@@ -97,4 +99,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     precision = cfg.mixed_precision or _default_mixed_precision(on_cpu)
     trackers_for(cfg.report_to)
-    return dataclasses.replace(cfg.with_sleep_resolved(), img_size=img_size, mixed_precision=precision).validate()
+    milestones = cfg.decay_milestones
+    if milestones is None:  # (a multistep schedule on updates was refused by validate)
+        milestones = [] if cfg.sched_on_updates else scaled_milestones(cfg.epochs)
+    return dataclasses.replace(cfg.with_sleep_resolved(), img_size=img_size, mixed_precision=precision,
+                               decay_milestones=milestones).validate()
