@@ -278,7 +278,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             values["ema_test_acc"] = evaluate_accuracy(ema.module, eval_loader, accelerator,
                                                        channels_last=cfg.channels_last)["accuracy"]
         if has_lc:  # a sleeping run's SNR at a fixed phase of the cycle: just before the last share
-            values["snr"] = _total_snr(unwrapped, "paper") if sleep is None else last_share_snr
+            values["snr"] = last_share_snr if last_share_snr is not None else \
+                _total_snr(unwrapped, "paper" if sleep is None else sleep.pools)  # (before the first share: now)
         if train_count:
             counts = accelerator.reduce(torch.stack([train_correct, train_correct.new_tensor(train_count)]),
                                         reduction="sum")
