@@ -36,6 +36,23 @@ def _series(records: List[Dict[str, Any]], event: str, key: str):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _series_plot(plt: Any, series: Sequence[Any], ylabel: str, title: str, path: Path) -> Path:
+    """Points of each (label, steps, values) against the optimiser step; log scale over > 2 decades."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, x, y in series:
+        ax.plot(x, y, ".", markersize=3, label=label)
+    positive = [v for _, _, y in series for v in y if v and v > 0]
+    if positive and max(positive) / min(positive) > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
+    return path
+
+
 def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str] = None) -> List[Path]:
     """Writes ``accuracy.png`` (test/train accuracy vs step), ``snr.png`` (sharing SNR: just before and
     after each share if the run slept, else at evaluation) and, if shares were probed,
@@ -60,41 +77,18 @@ def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str]
     save_figure(fig, out_dir / "accuracy.png", dpi=110, bbox_inches="tight")
     written.append(out_dir / "accuracy.png")
 
-    before_x, before_y = _series(records, "sleep", "snr_before")
-    after_x, after_y = _series(records, "sleep", "snr")
-    eval_x, eval_y = ([], []) if before_x else _series(records, "eval", "snr")  # a run without sleep
-    if before_x or eval_x:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if before_x:
-            ax.plot(before_x, before_y, ".", markersize=3, label="just before each share")
-            ax.plot(after_x, after_y, ".", markersize=3, label="just after each share")
-        if eval_x:
-            ax.plot(eval_x, eval_y, marker="o", markersize=3, label="at evaluation")
-        positive = [v for v in before_y + after_y + eval_y if v and v > 0]
-        if positive and max(positive) / min(positive) > 100:
-            ax.set_yscale("log")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("sharing SNR (pool mean^2 / pool variance)")
-        ax.set_title(title or "weight sharing SNR")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save_figure(fig, out_dir / "snr.png", dpi=110, bbox_inches="tight")
-        written.append(out_dir / "snr.png")
-
-    loss_x, loss_before = _series(records, "sleep", "loss_before")
-    if loss_x:  # the sawtooth: the training loss just before and just after each share
-        _, loss_after = _series(records, "sleep", "loss_after")
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(loss_x, loss_before, ".", markersize=3, label="just before each share")
-        ax.plot(loss_x, loss_after, ".", markersize=3, label="just after each share")
-        ax.set_yscale("log")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel("training loss (probe batch)")
-        ax.set_title(title or "training loss around each share")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save_figure(fig, out_dir / "sharing_loss.png", dpi=110, bbox_inches="tight")
-        written.append(out_dir / "sharing_loss.png")
+    snr_series = [("just before each share", *_series(records, "sleep", "snr_before")),
+                  ("just after each share", *_series(records, "sleep", "snr"))]
+    if not snr_series[0][1]:  # a run without sleep: the SNR at evaluation
+        snr_series = [("at evaluation", *_series(records, "eval", "snr"))]
+    if snr_series[0][1]:
+        written.append(_series_plot(plt, snr_series, "sharing SNR (pool mean^2 / pool variance)",
+                                    title or "weight sharing SNR", out_dir / "snr.png"))
+    loss_series = [("just before each share", *_series(records, "sleep", "loss_before")),
+                   ("just after each share", *_series(records, "sleep", "loss_after"))]
+    if loss_series[0][1]:  # the sawtooth: the training loss just before and just after each share
+        written.append(_series_plot(plt, loss_series, "training loss (probe batch)",
+                                    title or "training loss around each share", out_dir / "sharing_loss.png"))
     return written
 
 
