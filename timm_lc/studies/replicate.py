@@ -92,8 +92,8 @@ STUDIES: Dict[str, Study] = {
         model="lc_resnet_tiny", model_kwargs={},
         data=dict(dataset="fashion-mnist", object_size=14, canvas_size=24, img_size=24, translate=4, test_shift=4,
                   hflip=False),
-        translations=dict(repeats=4), epochs=8, lr=1e-2, batch_size=64, train_samples=4000, image_size=24,
-        tune_epochs=4),
+        translations=dict(repeats=4), epochs=20, lr=1e-2, batch_size=64, train_samples=4000, image_size=24,
+        tune_epochs=8),
     "digits": Study(
         results_name="replication",
         description=("scikit-learn digits (1,797 real 8x8 handwritten digits, embedded) on a 16x16 canvas, "
