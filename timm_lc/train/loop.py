@@ -1,8 +1,9 @@
 """The Accelerate training loop behind ``timm-lc train`` and ``python -m timm_lc.train``.
 
-One function, ``train(cfg)``: resolves the config (``resolve_config``: image size, precision),
-builds data, model (timm), optimiser and scheduler (timm's factories), optional EMA and the
-``SleepPhase`` hook, then trains with Accelerate (DDP, mixed precision, gradient accumulation,
+``train(cfg)`` reads like Accelerate's example: ``setup`` resolves the config (image size,
+precision) and builds data, model (timm), optimiser and scheduler (timm's factories), optional EMA
+and the ``SleepPhase`` hook into a ``Job``; ``train_epoch``, ``evaluate`` and ``checkpoint`` advance
+one small ``State``; ``finish`` saves. It trains with Accelerate (DDP, mixed precision, gradient accumulation,
 trackers), evaluating, logging and checkpointing on the way, and finally writes the run
 directory: ``model.safetensors`` + timm ``config.json`` (loadable with
 ``timm.create_model("local-dir:RUN")``), ``metrics.jsonl``, ``plots/``, ``recipe.yaml`` and
@@ -16,12 +17,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..layers import LocallyConnected2d
 from ..run_dir import (
@@ -169,12 +172,98 @@ def _progress_postfix(loss: float, train_correct: torch.Tensor, train_count: int
     return postfix
 
 
-def train(cfg: TrainConfig) -> Dict[str, Any]:
-    """Trains as configured; returns the final metrics (also stored in the run's config.json)."""
+@dataclass
+class Meter:
+    """Running sums over a stretch of batches (an epoch, a logging interval), kept on the device so
+    that a batch costs no host sync; ``images`` counts every process's, ``correct``/``count`` this one's."""
+    device: torch.device
+    num_processes: int
+    loss: torch.Tensor = field(init=False)
+    correct: torch.Tensor = field(init=False)
+    batches: int = field(init=False)
+    images: int = field(init=False)
+    count: int = field(init=False)
+    start: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.batches = self.images = self.count = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, batch_size: int) -> None:
+        self.loss += loss
+        self.correct += correct
+        self.batches += 1
+        self.images += batch_size * self.num_processes
+        self.count += batch_size
+
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.start, 1e-9)
+
+
+@dataclass
+class Job:
+    """What ``setup`` builds for a run; fixed while it trains."""
+    cfg: TrainConfig
+    out: Path
+    accelerator: Any
+    data: Any
+    model: nn.Module  # as prepared by Accelerate (DDP, compile)
+    unwrapped: nn.Module
+    optimizer: Any
+    scheduler: Any
+    sleep: Optional[SleepPhase]
+    ema: Optional[nn.Module]
+    train_loader: Any
+    sampler: Any
+    eval_loader: Any
+    num_weights: int
+    batches_per_epoch: int
+    num_epochs: int
+    total_steps: int
+    resumed_from: Optional[Path]
+    metrics: Optional[MetricsWriter] = None
+    progress: Any = None
+
+    def say(self, line: str) -> None:
+        """One line on stdout, above the progress bar, from the main process only."""
+        if self.accelerator.is_main_process:
+            tqdm.write(line, file=sys.stdout)
+            sys.stdout.flush()
+
+    def log(self, event: str, at_step: int, **values: Any) -> None:
+        """One record in metrics.jsonl and the numeric values to the trackers."""
+        self.metrics.log(event, at_step, **values)
+        self.accelerator.log({f"{event}/{k}": v for k, v in values.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=at_step)
+
+
+@dataclass
+class State:
+    """Where a run stands: the counters a checkpoint restores, the last evaluation and the running sums."""
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skip: int = 0  # batches of the current epoch already trained before a resume
+    last_eval: Dict[str, Any] = field(default_factory=dict)
+    last_eval_step: int = -1
+    last_ckpt_step: int = -1
+    last_share_snr: Optional[float] = None  # the SNR just before the most recent share
+    sleep_time_logged: float = 0.0
+    epoch_meter: Optional[Meter] = None
+    interval: Optional[Meter] = None
+
+
+def setup(cfg: TrainConfig) -> Tuple[Job, State]:
+    """Resolves the config and builds everything a run needs, checking all that can fail at the start
+    (config, output directory, data, memory, checkpoint) while reading only: nothing is written yet."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from timm.scheduler import create_scheduler_v2
-    from tqdm.auto import tqdm
 
     from .optimizer import create_optimizer
 
@@ -184,13 +273,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum_steps,
                               step_scheduler_with_optimizer=False, cpu=_cpu_processes(),
                               log_with=trackers_for(cfg.report_to), project_dir=str(out))
-    is_main = accelerator.is_main_process
-
-    def say(line: str) -> None:  # above the progress bar, main process only
-        if is_main:
-            tqdm.write(line, file=sys.stdout)
-            sys.stdout.flush()
-
     data = build_data(cfg)
     num_weights = check_memory(cfg, data.num_classes, data.in_chans, data.img_size, accelerator.device,
                                int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
@@ -219,212 +301,265 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if cfg.ema:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(unwrapped, decay=cfg.ema_decay)
-    accelerator.register_for_checkpointing(scheduler)
+    for stateful in (scheduler, sleep, ema):
+        if stateful is not None:
+            accelerator.register_for_checkpointing(stateful)
+    job = Job(cfg, out, accelerator, data, model, unwrapped, optimizer, scheduler, sleep, ema, train_loader, sampler,
+              eval_loader, num_weights, batches_per_epoch, num_epochs, total_steps,
+              resumed_from=latest_checkpoint(out) if cfg.resume else None)
+    state = State()
+    if job.resumed_from is not None:  # reads only: a checkpoint that does not fit fails before anything is written
+        saved = load_checkpoint(accelerator, job.resumed_from)
+        state.step, state.epoch, state.skip = saved["step"], saved["epoch"], saved["batch_in_epoch"]
+        if state.skip >= batches_per_epoch:
+            state.epoch, state.skip = state.epoch + 1, 0
+        state.last_ckpt_step = state.step
     if sleep is not None:
-        accelerator.register_for_checkpointing(sleep)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+        state.sleep_time_logged = sleep.sleep_time
+    return job, state
 
-    step, epoch, skip = 0, 0, 0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:  # reads only: a checkpoint that does not fit fails before anything is written
-        state = load_checkpoint(accelerator, ckpt)
-        step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
-        if skip >= batches_per_epoch:
-            epoch, skip = epoch + 1, 0
 
-    # every start-up check has passed: only now is the output directory touched
-    if is_main:
+def open_run(job: Job, state: State) -> None:
+    """Every start-up check has passed: prepares the output directory, the trackers and metrics.jsonl,
+    prints the start line and sets the schedule to where the run stands."""
+    cfg, accelerator, data = job.cfg, job.accelerator, job.data
+    if accelerator.is_main_process:
         if cfg.overwrite:
-            remove_run_files(out)
-        out.mkdir(parents=True, exist_ok=True)
-        remove_partial_checkpoints(out)
-        save_config(cfg, out / RECIPE_NAME)
+            remove_run_files(job.out)
+        job.out.mkdir(parents=True, exist_ok=True)
+        remove_partial_checkpoints(job.out)
+        save_config(cfg, job.out / RECIPE_NAME)
     accelerator.wait_for_everyone()
     accelerator.init_trackers(cfg.name or "demo", config=_scalars(cfg))
     processes = f"{accelerator.num_processes} process{'es' if accelerator.num_processes > 1 else ''}"
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", accelerator.mixed_precision)
     precision = accelerator.mixed_precision + (f" (recipe/flag; accelerate launch: {launcher})"
                                                if launcher != accelerator.mixed_precision else "")
-    say(f"training {cfg.model} ({num_weights:,} weights) on {data.name} ({len(data.train):,} train / "
-        f"{len(data.eval):,} eval images, {data.in_chans}x{data.img_size}x{data.img_size}, {data.num_classes} "
-        f"classes) into {out}: {processes} on {accelerator.device.type}, precision {precision}, "
-        f"{total_steps} step{'s' if total_steps != 1 else ''}")
-    metrics = MetricsWriter(out / METRICS_NAME, enabled=is_main, constant={"num_processes": accelerator.num_processes})
-
-    def log(event: str, at_step: int, **values: Any) -> None:  # metrics.jsonl and the trackers
-        metrics.log(event, at_step, **values)
-        accelerator.log({f"{event}/{k}": v for k, v in values.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=at_step)
-
-    if ckpt is not None:
-        metrics.truncate_after(step)
-        say(f"resumed from {ckpt} at step {step} (epoch {epoch}, batch {skip})")
+    job.say(f"training {cfg.model} ({job.num_weights:,} weights) on {data.name} ({len(data.train):,} train / "
+            f"{len(data.eval):,} eval images, {data.in_chans}x{data.img_size}x{data.img_size}, {data.num_classes} "
+            f"classes) into {job.out}: {processes} on {accelerator.device.type}, precision {precision}, "
+            f"{_plural(job.total_steps, 'step')}")
+    job.metrics = MetricsWriter(job.out / METRICS_NAME, enabled=accelerator.is_main_process,
+                                constant={"num_processes": accelerator.num_processes})
+    if job.resumed_from is not None:
+        job.metrics.truncate_after(state.step)
+        job.say(f"resumed from {job.resumed_from} at step {state.step} (epoch {state.epoch}, batch {state.skip})")
     else:
-        metrics.log("start", 0, model=cfg.model, dataset=data.name, params=num_weights, total_steps=total_steps,
-                    mixed_precision=accelerator.mixed_precision, sleep=sleep.config() if sleep else None)
-    scheduler.step(epoch)
-    scheduler.step_update(step)
+        job.metrics.log("start", 0, model=cfg.model, dataset=data.name, params=job.num_weights,
+                        total_steps=job.total_steps, mixed_precision=accelerator.mixed_precision,
+                        sleep=job.sleep.config() if job.sleep else None)
+    job.scheduler.step(state.epoch)
+    job.scheduler.step_update(state.step)
+    state.interval = Meter(accelerator.device, accelerator.num_processes)
 
-    last_share_snr: Optional[float] = None
-    has_lc = any(isinstance(m, LocallyConnected2d) for m in unwrapped.modules())
-    last_eval: Dict[str, Any] = {}
-    last_eval_step, last_ckpt_step = -1, step if cfg.resume else -1
 
-    def run_eval() -> Dict[str, Any]:
-        result = evaluate_accuracy(model, eval_loader, accelerator, channels_last=cfg.channels_last)
-        values = {"epoch": epoch, "test_acc": result["accuracy"], "test_loss": result["loss"]}
-        if ema is not None:
-            values["ema_test_acc"] = evaluate_accuracy(ema.module, eval_loader, accelerator,
-                                                       channels_last=cfg.channels_last)["accuracy"]
-        if has_lc:  # a sleeping run's SNR at a fixed phase of the cycle: just before the last share
-            values["snr"] = last_share_snr if last_share_snr is not None else \
-                _total_snr(unwrapped, "paper" if sleep is None else sleep.pools)  # (before the first share: now)
-        if train_count:
-            counts = accelerator.reduce(torch.stack([train_correct, train_correct.new_tensor(train_count)]),
-                                        reduction="sum")
-            values["train_acc"] = 100.0 * counts[0].item() / max(counts[1].item(), 1.0)
-        if sleep is not None:
-            values["sleep_time"] = sleep.sleep_time
-            values["num_sleeps"] = sleep.num_sleeps
-        log("eval", step, **values)
-        model.train()
-        return values
+def train_epoch(job: Job, state: State, interrupts: DeferredInterrupt) -> None:
+    """One epoch (its rest, after a resume): steps with their sleeps, logging, evaluations and
+    checkpoints as due, then the epoch line."""
+    accelerator = job.accelerator
+    job.sampler.set_epoch(state.epoch)
+    job.train_loader.set_epoch(state.epoch)
+    loader = job.train_loader
+    if state.skip:
+        loader = accelerator.skip_first_batches(job.train_loader, state.skip)
+        loader.set_epoch(state.epoch)
+    state.batch_in_epoch, state.skip = state.skip, 0
+    state.epoch_meter = Meter(accelerator.device, accelerator.num_processes)
+    for images, targets in loader:
+        with accelerator.accumulate(job.model):
+            logits, loss = _forward_backward(job, images, targets)
+        state.batch_in_epoch += 1
+        correct = (logits.detach().argmax(-1) == targets).sum()
+        for meter in (state.interval, state.epoch_meter):
+            meter.add(loss.detach(), correct, targets.shape[0])
+        if not accelerator.sync_gradients:
+            continue
+        _after_update(job, state, images, targets)
+        interrupts.check()
+        if state.step >= job.total_steps:
+            break
+    if state.epoch_meter.batches:
+        job.say(_epoch_line(job, state))
+    if state.batch_in_epoch >= job.batches_per_epoch:
+        state.epoch += 1
+        job.scheduler.step(state.epoch)
 
-    def checkpoint(batch_in_epoch: int) -> None:
-        save_checkpoint(accelerator, out, step, {"epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                                                 "batches_per_epoch": batches_per_epoch}, keep=cfg.keep_checkpoints)
 
+def _forward_backward(job: Job, images: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The forward, the backward and (once gradients are complete) the optimiser update of one batch."""
+    cfg, accelerator = job.cfg, job.accelerator
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with accelerator.autocast():
+        logits = job.model(images)
+        loss = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
+    accelerator.backward(loss)
+    if cfg.clip_grad is not None and accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(job.model.parameters(), cfg.clip_grad)
+    job.optimizer.step()
+    job.optimizer.zero_grad(set_to_none=True)
+    return logits, loss
+
+
+def _due(every: Optional[int], step: int, end_of_epoch: bool, total_steps: int) -> bool:
+    """Whether an every-``every``-steps event (``None``: at each epoch's end) happens at ``step``."""
+    return bool(every and step % every == 0) or (every is None and end_of_epoch) or step == total_steps
+
+
+def _after_update(job: Job, state: State, images: torch.Tensor, targets: torch.Tensor) -> None:
+    """What follows an optimiser update: the sleep phase, EMA, schedule, then logging, evaluation and
+    checkpoint where due."""
+    cfg, accelerator = job.cfg, job.accelerator
+    state.step += 1
+    if job.sleep is not None:
+        report = job.sleep.step(accelerator, job.model, optimizer=job.optimizer,
+                                probe=lambda: _probe_loss(job.unwrapped, images, targets, accelerator))
+        if report is not None:
+            state.last_share_snr = report.snr_before
+            job.log("sleep", state.step, **_report_summary(report))
+    if job.ema is not None:
+        job.ema.update(job.unwrapped, step=state.step)
+    job.scheduler.step_update(state.step)
+    job.progress.update(1)
+    end_of_epoch = state.batch_in_epoch >= job.batches_per_epoch
+    if state.step % cfg.log_every == 0 or state.step == job.total_steps:
+        _log_interval(job, state)
+    if _due(cfg.eval_every, state.step, end_of_epoch, job.total_steps):
+        state.last_eval, state.last_eval_step = evaluate(job, state), state.step
+    if _due(cfg.checkpoint_every, state.step, end_of_epoch, job.total_steps):
+        checkpoint(job, state, state.batch_in_epoch)
+
+
+def _log_interval(job: Job, state: State) -> None:
+    """A ``train`` record (mean loss, lr, throughput, share of the time asleep) for the steps since the last."""
+    interval = state.interval
+    sleep_fraction = 0.0
+    if job.sleep is not None:
+        sleep_fraction = (job.sleep.sleep_time - state.sleep_time_logged) / interval.seconds()
+        state.sleep_time_logged = job.sleep.sleep_time
+    mean_loss = interval.loss.item() / max(interval.batches, 1)
+    job.log("train", state.step, epoch=state.epoch, loss=mean_loss, lr=job.optimizer.param_groups[0]["lr"],
+            images_per_s=interval.images / interval.seconds(), sleep_fraction=sleep_fraction)
+    if not job.progress.disable:
+        job.progress.set_postfix(_progress_postfix(mean_loss, state.epoch_meter.correct, state.epoch_meter.count,
+                                                   state.last_eval))
+    interval.reset()
+
+
+def _epoch_line(job: Job, state: State) -> str:
+    """The line printed after each epoch: mean loss over all processes, last accuracies and SNR, throughput."""
+    meter, last_eval = state.epoch_meter, state.last_eval
+    loss = job.accelerator.reduce(meter.loss, reduction="sum").item() / max(
+        meter.batches * job.accelerator.num_processes, 1)
+    parts = [f"loss {loss:.4f}"] + [f"{label} {last_eval[key]:.2f}%" for key, label in
+                                     (("train_acc", "train acc"), ("test_acc", "test acc"))
+                                     if last_eval.get(key) is not None]
+    if last_eval.get("snr") is not None:
+        parts.append(f"SNR {last_eval['snr']:.4g}")
+    parts.append(f"{meter.images / meter.seconds():,.0f} img/s")
+    return f"epoch {state.epoch + 1}/{job.num_epochs} (step {state.step}/{job.total_steps}): " + ", ".join(parts)
+
+
+def evaluate(job: Job, state: State) -> Dict[str, Any]:
+    """Test accuracy and loss (and the EMA's), the epoch's running training accuracy, the SNR and the
+    sleep totals, logged as an ``eval`` record; returns them."""
+    cfg, accelerator, sleep = job.cfg, job.accelerator, job.sleep
+    result = evaluate_accuracy(job.model, job.eval_loader, accelerator, channels_last=cfg.channels_last)
+    values = {"epoch": state.epoch, "test_acc": result["accuracy"], "test_loss": result["loss"]}
+    if job.ema is not None:
+        values["ema_test_acc"] = evaluate_accuracy(job.ema.module, job.eval_loader, accelerator,
+                                                   channels_last=cfg.channels_last)["accuracy"]
+    if any(isinstance(m, LocallyConnected2d) for m in job.unwrapped.modules()):
+        # a sleeping run's SNR at a fixed phase of the cycle: just before the last share (before the first: now)
+        values["snr"] = state.last_share_snr if state.last_share_snr is not None else \
+            _total_snr(job.unwrapped, "paper" if sleep is None else sleep.pools)
+    meter = state.epoch_meter
+    if meter is not None and meter.count:
+        counts = accelerator.reduce(torch.stack([meter.correct, meter.correct.new_tensor(meter.count)]),
+                                    reduction="sum")
+        values["train_acc"] = 100.0 * counts[0].item() / max(counts[1].item(), 1.0)
+    if sleep is not None:
+        values["sleep_time"] = sleep.sleep_time
+        values["num_sleeps"] = sleep.num_sleeps
+    job.log("eval", state.step, **values)
+    job.model.train()
+    return values
+
+
+def checkpoint(job: Job, state: State, batch_in_epoch: int) -> None:
+    """A complete, resumable checkpoint of the run at its current step."""
+    save_checkpoint(job.accelerator, job.out, state.step,
+                    {"epoch": state.epoch, "batch_in_epoch": batch_in_epoch,
+                     "batches_per_epoch": job.batches_per_epoch}, keep=job.cfg.keep_checkpoints)
+    state.last_ckpt_step = state.step
+
+
+def finish(job: Job, state: State, train_time_s: float) -> Dict[str, Any]:
+    """The last evaluation and checkpoint (if not just done), then the run directory's model, config,
+    plots and final record; returns the final metrics."""
+    accelerator, data = job.accelerator, job.data
+    if state.last_eval_step != state.step:
+        state.last_eval, state.last_eval_step = evaluate(job, state), state.step
+    if state.last_ckpt_step != state.step:
+        checkpoint(job, state, job.batches_per_epoch if state.batch_in_epoch == 0 else state.batch_in_epoch)
+    final = {"step": state.step, "epoch": state.epoch, **{k: v for k, v in state.last_eval.items() if k != "epoch"},
+             "train_time_s": train_time_s}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        extra = {"sleep": job.sleep.settings if job.sleep is not None else None, "recipe": job.cfg.to_dict(),
+                 "dataset": data.name, "metrics": final,
+                 # the preprocessing this model was trained with, for timm's resolve_data_config
+                 "pretrained_cfg": {"mean": list(data.mean), "std": list(data.std), "crop_pct": 1.0,
+                                    "num_classes": job.unwrapped.num_classes}}
+        save_pretrained(job.unwrapped, job.out, extra_config=extra)
+        if job.cfg.plots:
+            plot_metrics(job.out / METRICS_NAME, job.out / PLOTS_DIR, title=job.cfg.name or job.cfg.model)
+        job.log("final", state.step, **{k: v for k, v in final.items() if k != "step"})
+    accelerator.wait_for_everyone()
+    job.say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {_plural(state.step, 'step')}; "
+            f"run saved to {job.out}")
+    accelerator.end_training()
+    return final
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Trains as configured: setup, the epoch loop, the final evaluation and save.
+
+    Args:
+        cfg: the run's configuration (``timm-lc train`` builds it from a recipe and flags).
+
+    Returns:
+        The final metrics (step, epoch, test accuracy and loss, ...), also stored in the run's config.json.
+
+    Raises:
+        RunExistsError: the output directory holds a run and neither ``resume`` nor ``overwrite`` is set.
+        FileNotFoundError: ``resume`` is set but the output directory holds no complete checkpoint.
+        ValueError: a config value, the data or the memory needed does not fit.
+        KeyboardInterrupt: Ctrl-C, after the step in progress and its checkpoint.
+    """
+    job, state = setup(cfg)
+    open_run(job, state)
     # the bar only on a terminal: redirected to a file, the log holds the start and epoch lines only
     on_terminal = sys.stdout.isatty() and sys.stderr.isatty()
-    progress = tqdm(total=total_steps, initial=step, disable=not (is_main and cfg.progress and on_terminal),
-                    desc="train", dynamic_ncols=True, file=sys.stderr)
-    model.train()
-    # running sums stay on the device: no host sync per batch, only when logging
-    def zero() -> torch.Tensor:
-        return torch.zeros((), dtype=torch.float64, device=accelerator.device)
-
-    def epoch_line(loss_sum: torch.Tensor, batches: int, images: int, seconds: float) -> str:
-        loss = accelerator.reduce(loss_sum, reduction="sum").item() / max(batches * accelerator.num_processes, 1)
-        parts = [f"loss {loss:.4f}"] + [f"{label} {last_eval[key]:.2f}%" for key, label in
-                                         (("train_acc", "train acc"), ("test_acc", "test acc"))
-                                         if last_eval.get(key) is not None]
-        if last_eval.get("snr") is not None:
-            parts.append(f"SNR {last_eval['snr']:.4g}")
-        parts.append(f"{images / max(seconds, 1e-9):,.0f} img/s")
-        return f"epoch {epoch + 1}/{num_epochs} (step {step}/{total_steps}): " + ", ".join(parts)
-
-    train_correct, train_count = zero(), 0
-    interval_loss, interval_batches, interval_images = zero(), 0, 0
-    interval_start = time.perf_counter()
-    start_sleep_time = sleep.sleep_time if sleep is not None else 0.0
+    job.progress = tqdm(total=job.total_steps, initial=state.step, desc="train", dynamic_ncols=True, file=sys.stderr,
+                        disable=not (job.accelerator.is_main_process and job.cfg.progress and on_terminal))
+    job.model.train()
     wall_start = time.perf_counter()
-    batch_in_epoch = 0
     interrupts = DeferredInterrupt()  # Ctrl-C stops after the current step, its sleep and its checkpoint
     interrupts.install()
     try:
-        while step < total_steps and epoch < num_epochs:
-            sampler.set_epoch(epoch)
-            train_loader.set_epoch(epoch)
-            loader = train_loader
-            if skip:
-                loader = accelerator.skip_first_batches(train_loader, skip)
-                loader.set_epoch(epoch)
-            batch_in_epoch = skip
-            skip = 0
-            train_correct, train_count = zero(), 0
-            epoch_loss, epoch_batches, epoch_images, epoch_start = zero(), 0, 0, time.perf_counter()
-            for images, targets in loader:
-                with accelerator.accumulate(model):
-                    if cfg.channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    with accelerator.autocast():
-                        logits = model(images)
-                        loss = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
-                    accelerator.backward(loss)
-                    if cfg.clip_grad is not None and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                batch_in_epoch += 1
-                interval_loss += loss.detach()
-                epoch_loss += loss.detach()
-                interval_batches += 1
-                epoch_batches += 1
-                interval_images += images.shape[0] * accelerator.num_processes
-                epoch_images += images.shape[0] * accelerator.num_processes
-                train_correct += (logits.detach().argmax(-1) == targets).sum()
-                train_count += targets.numel()
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                if sleep is not None:
-                    report = sleep.step(accelerator, model, optimizer=optimizer,
-                                        probe=lambda: _probe_loss(unwrapped, images, targets, accelerator))
-                    if report is not None:
-                        last_share_snr = report.snr_before
-                        log("sleep", step, **_report_summary(report))
-                if ema is not None:
-                    ema.update(unwrapped, step=step)
-                scheduler.step_update(step)
-                progress.update(1)
-                end_of_epoch = batch_in_epoch >= batches_per_epoch
-                if step % cfg.log_every == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - interval_start
-                    sleep_share = 0.0
-                    if sleep is not None:
-                        sleep_share = (sleep.sleep_time - start_sleep_time) / max(elapsed, 1e-9)
-                        start_sleep_time = sleep.sleep_time
-                    mean_loss = interval_loss.item() / max(interval_batches, 1)
-                    log("train", step, epoch=epoch, loss=mean_loss, lr=optimizer.param_groups[0]["lr"],
-                        images_per_s=interval_images / max(elapsed, 1e-9), sleep_fraction=sleep_share)
-                    if not progress.disable:
-                        progress.set_postfix(_progress_postfix(mean_loss, train_correct, train_count, last_eval))
-                    interval_loss, interval_batches, interval_images = zero(), 0, 0
-                    interval_start = time.perf_counter()
-                if (cfg.eval_every and step % cfg.eval_every == 0) or (cfg.eval_every is None and end_of_epoch) \
-                        or step == total_steps:
-                    last_eval, last_eval_step = run_eval(), step
-                if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or \
-                        (cfg.checkpoint_every is None and end_of_epoch) or step == total_steps:
-                    checkpoint(batch_in_epoch)
-                    last_ckpt_step = step
-                interrupts.check()
-                if step >= total_steps:
-                    break
-            if epoch_batches:
-                say(epoch_line(epoch_loss, epoch_batches, epoch_images, time.perf_counter() - epoch_start))
-            if batch_in_epoch >= batches_per_epoch:
-                epoch += 1
-                scheduler.step(epoch)
+        while state.step < job.total_steps and state.epoch < job.num_epochs:
+            train_epoch(job, state, interrupts)
     except Exception:
         if interrupts.requested:  # e.g. data loader workers stopped by the same Ctrl-C
             raise KeyboardInterrupt from None
         raise
     finally:  # also on Ctrl-C: leave the terminal clean for the one-line message
         interrupts.restore()
-        progress.close()
+        job.progress.close()
     interrupts.check()
-
-    if last_eval_step != step:
-        last_eval, last_eval_step = run_eval(), step
-    if last_ckpt_step != step:
-        checkpoint(batches_per_epoch if batch_in_epoch == 0 else batch_in_epoch)
-    final = {"step": step, "epoch": epoch, **{k: v for k, v in last_eval.items() if k != "epoch"},
-             "train_time_s": time.perf_counter() - wall_start}
-    accelerator.wait_for_everyone()
-    if is_main:
-        extra = {"sleep": sleep.settings if sleep is not None else None, "recipe": cfg.to_dict(),
-                 "dataset": data.name, "metrics": final,
-                 # the preprocessing this model was trained with, for timm's resolve_data_config
-                 "pretrained_cfg": {"mean": list(data.mean), "std": list(data.std), "crop_pct": 1.0,
-                                    "num_classes": unwrapped.num_classes}}
-        save_pretrained(unwrapped, out, extra_config=extra)
-        if cfg.plots:
-            plot_metrics(out / METRICS_NAME, out / PLOTS_DIR, title=cfg.name or cfg.model)
-        log("final", step, **{k: v for k, v in final.items() if k != "step"})
-    accelerator.wait_for_everyone()
-    say(f"final test accuracy: {final.get('test_acc', float('nan')):.2f}% after {step} step{'s' if step != 1 else ''}; "
-        f"run saved to {out}")
-    accelerator.end_training()
-    return final
+    return finish(job, state, time.perf_counter() - wall_start)
