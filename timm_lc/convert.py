@@ -32,7 +32,7 @@ from .layers import LocallyConnected2d, filters_to_kernel
 __all__ = [
     "ConversionReport", "ConvertedLayer", "convert_to_lc_", "convert_to_lc", "lc_conversion_report", "lc_to_conv_",
     "lc_to_conv", "record_conv_input_sizes", "register_conv_handler", "plan_conversion", "effective_conv_kernel",
-    "replace_submodule", "lc_layer_like", "LC_CONVERTED", "lc_converted_cfg",
+    "replace_submodule", "LC_CONVERTED", "lc_converted_cfg",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -241,40 +241,6 @@ class ConversionReport:
                 f"{self.params_before:,} -> {self.params_after:,} (+{self.params_added:,})")
 
 
-def lc_layer_like(
-        conv: nn.Conv2d,
-        input_size: Tuple[int, int],
-        padding: Optional[Union[str, int, Tuple[int, ...]]] = None,
-        device: Optional[Union[str, torch.device]] = None,
-        dtype: Optional[torch.dtype] = None,
-) -> LocallyConnected2d:
-    """An uninitialised ``LocallyConnected2d`` with ``conv``'s geometry at ``input_size``.
-
-    The layer is built on the meta device and, unless ``device`` is meta, allocated once with
-    ``to_empty`` (no random init of a weight the caller overwrites); it takes ``conv``'s train/eval
-    mode.
-
-    Args:
-        conv: the Conv2d whose channels, kernel, stride, dilation, groups, bias and padding mode it takes.
-        input_size: (H, W) of the conv's input.
-        padding: the padding to use instead of ``conv.padding`` (e.g. 'same' for ``Conv2dSame``).
-        device: where to allocate the weights (default: the conv's); 'meta' allocates nothing.
-        dtype: the weights' dtype (default: the conv's).
-
-    Returns:
-        The new layer, its weights uninitialised.
-    """
-    lc = LocallyConnected2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
-        padding=conv.padding if padding is None else padding, dilation=conv.dilation, groups=conv.groups,
-        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
-        dtype=dtype or conv.weight.dtype)
-    target = conv.weight.device if device is None else torch.device(device)
-    if target.type != "meta":
-        lc = lc.to_empty(device=target)
-    return lc.train(conv.training)
-
-
 def plan_conversion(
         model: nn.Module,
         input_size: Sequence[int],
@@ -325,7 +291,7 @@ def plan_conversion(
     report.params_before = sum(p.numel() for p in model.parameters())
     for name, (size, kernel, padding) in selected.items():
         conv = all_convs[name]
-        geometry = lc_layer_like(conv, size, padding, device="meta")  # shapes only: no memory, no init
+        geometry = LocallyConnected2d.like_conv(conv, size, padding, device="meta")  # shapes only: no memory, no init
         conv_params = sum(p.numel() for p in conv.parameters(recurse=False))
         lc_params = sum(p.numel() for p in geometry.parameters())
         report.layers.append(ConvertedLayer(
@@ -392,8 +358,7 @@ def convert_to_lc_(
     report, selected = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude)
     for name, (size, kernel, padding) in selected.items():
         conv = model.get_submodule(name)
-        lc = lc_layer_like(conv, size, padding).load_kernel_(
-            kernel, None if conv.bias is None else conv.bias.detach(), noise=noise, generator=generator)
+        lc = LocallyConnected2d.from_conv(conv, size, noise=noise, kernel=kernel, padding=padding, generator=generator)
         replace_submodule(model, name, lc)
     if selected and hasattr(model, "_traits"):  # timm's record of input constraints: LC layers take one size
         model._traits = dict(model._traits, fixed_input_size=True)

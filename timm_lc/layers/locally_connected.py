@@ -131,23 +131,55 @@ class LocallyConnected2d(nn.Module):
         return self
 
     @classmethod
+    def like_conv(cls, conv: nn.Conv2d, input_size: IntOrPair, padding=None,
+                  device: Optional[Union[str, torch.device]] = None,
+                  dtype: Optional[torch.dtype] = None) -> "LocallyConnected2d":
+        """An uninitialised LC layer with ``conv``'s geometry at ``input_size``: the one builder from a conv.
+
+        The layer is built on the meta device and, unless ``device`` is meta, allocated once with
+        ``to_empty`` (no random init of a weight the caller overwrites); it takes ``conv``'s train/eval
+        mode.
+
+        Args:
+            conv: the Conv2d whose channels, kernel, stride, dilation, groups, bias and padding mode it takes.
+            input_size: (H, W) of the conv's input.
+            padding: the padding to use instead of ``conv.padding`` (e.g. 'same' for ``Conv2dSame``).
+            device: where to allocate the weights (default: the conv's); 'meta' allocates nothing.
+            dtype: the weights' dtype (default: the conv's).
+
+        Returns:
+            The new layer, its weights uninitialised.
+        """
+        lc = cls(conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
+                 padding=conv.padding if padding is None else padding, dilation=conv.dilation,
+                 groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                 device="meta", dtype=dtype or conv.weight.dtype)
+        target = conv.weight.device if device is None else torch.device(device)
+        if target.type != "meta":
+            lc = lc.to_empty(device=target)
+        return lc.train(conv.training)
+
+    @classmethod
     def from_conv(cls, conv: nn.Conv2d, input_size: IntOrPair, noise: float = 0.0,
                   kernel: Optional[Tensor] = None, padding=None,
                   generator: Optional[torch.Generator] = None) -> "LocallyConnected2d":
         """An LC layer computing exactly ``conv`` on inputs of ``input_size`` (plus optional noise).
 
-        ``kernel`` / ``padding`` override the conv's own (for subclasses such as StdConv2d or
-        Conv2dSame whose effective weight or padding differ from their attributes).
+        Args:
+            conv: the convolution to copy (kernel copied to every position, bias to every position).
+            input_size: (H, W) of the conv's input.
+            noise: std of Gaussian noise added around the copied kernel, relative to the kernel's std.
+            kernel: the effective kernel to copy instead of ``conv.weight`` (e.g. ``StdConv2d``'s
+                standardised weight).
+            padding: the padding to use instead of ``conv.padding`` (e.g. 'same' for ``Conv2dSame``).
+            generator: random generator for the noise.
+
+        Returns:
+            The new layer, on the conv's device and in its dtype.
         """
         weight = conv.weight if kernel is None else kernel
-        lc = nn.utils.skip_init(  # no random init of a weight that is overwritten right away
-            cls, conv.in_channels, conv.out_channels, conv.kernel_size, input_size, stride=conv.stride,
-            padding=conv.padding if padding is None else padding, dilation=conv.dilation,
-            groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-            device=conv.weight.device, dtype=conv.weight.dtype)
-        lc.train(conv.training)
-        return lc.load_kernel_(weight.detach(), None if conv.bias is None else conv.bias.detach(),
-                               noise=noise, generator=generator)
+        return cls.like_conv(conv, input_size, padding).load_kernel_(
+            weight.detach(), None if conv.bias is None else conv.bias.detach(), noise=noise, generator=generator)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.input_size[0] \

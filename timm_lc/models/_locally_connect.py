@@ -12,7 +12,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from ..convert import lc_layer_like, plan_conversion, replace_submodule
+from ..convert import plan_conversion, replace_submodule
 from ..layers import LocallyConnected2d, filters_to_kernel
 
 __all__ = ["init_lc_kaiming_normal_", "locally_connect_"]
@@ -60,7 +60,7 @@ def locally_connect_(
     """Replaces the model's convs by freshly initialised LocallyConnected2d layers, in place.
 
     The convs are selected as ``timm_lc.convert.plan_conversion`` selects them; each LC layer is
-    allocated once (``timm_lc.convert.lc_layer_like``) and initialised with ``init_lc_kaiming_normal_``.
+    allocated once (``LocallyConnected2d.like_conv``) and initialised with ``init_lc_kaiming_normal_``.
 
     Args:
         model: the conv architecture, freshly built.
@@ -82,6 +82,6 @@ def locally_connect_(
         raise ValueError(f"keep_first={keep_first} exceeds the model's {convs} convs")
     for name, (size, _, padding) in selected.items():
         conv = model.get_submodule(name)
-        lc = lc_layer_like(conv, size, padding, device=device, dtype=dtype)  # the one allocation of its weights
+        lc = LocallyConnected2d.like_conv(conv, size, padding, device=device, dtype=dtype)  # the one allocation of its weights
         replace_submodule(model, name, init_lc_kaiming_normal_(lc))
     return list(selected)
