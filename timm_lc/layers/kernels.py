@@ -37,14 +37,28 @@ def _validate(name: str, source: str) -> str:
 
 
 def get_lc_kernel() -> str:
-    """The selected LC kernel name: the last ``set_lc_kernel``, else ``TIMM_LC_KERNEL``, else ``auto``."""
+    """The selected LC kernel name: the last ``set_lc_kernel``, else ``TIMM_LC_KERNEL``, else ``auto``.
+
+    Returns:
+        One of 'auto', 'triton', 'gather'.
+
+    Raises:
+        ValueError: if no kernel was set and ``TIMM_LC_KERNEL`` names an unknown kernel.
+    """
     if _selected is not None:
         return _selected
     return _validate(os.environ.get(ENV_VAR, "auto"), f"environment variable {ENV_VAR}")
 
 
 def set_lc_kernel(name: str) -> None:
-    """Selects the LC kernel for all later calls in this process (a forward's backward keeps its own)."""
+    """Selects the LC kernel for all later calls in this process (a forward's backward keeps its own).
+
+    Args:
+        name: 'auto', 'triton' or 'gather'; overrides ``TIMM_LC_KERNEL``.
+
+    Raises:
+        ValueError: if ``name`` is not a known kernel.
+    """
     global _selected
     _selected = _validate(name, "set_lc_kernel")
 

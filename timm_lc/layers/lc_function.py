@@ -269,6 +269,16 @@ def select_kernel(x: Tensor, groups: int) -> str:
     ``auto`` tries ``triton`` where ``kernels.auto_tries_triton`` says so, and runs it on a geometry
     only after its first-use check passed (else ``gather``; see ``first_use``). A kernel selected
     by name that cannot run on ``x`` is a ValueError saying why.
+
+    Args:
+        x: the op's input.
+        groups: the op's groups.
+
+    Returns:
+        'gather' or 'triton'.
+
+    Raises:
+        ValueError: if 'triton' is selected by name and cannot run on ``x``.
     """
     return _candidate(get_lc_kernel(), x)
 
@@ -506,6 +516,15 @@ def locally_connected2d(
 ) -> Tensor:
     """Locally connected 2D op: ``F.conv2d``'s arguments, but a separate filter at every output position.
 
+    Under autocast the inputs are cast once to the autocast dtype (before any patch exists)
+    so the batched matmuls run in low precision. Backward recomputes the patches from the
+    input, saved by reference, instead of keeping them: the op keeps no activation of its own.
+    Double backward (``create_graph=True``, gradient penalties) works to any order: the
+    gradients are LC ops again. ``torch.compile(fullgraph=True)`` traces the op in one graph
+    (a custom operator); the kernel is chosen when the op runs (``set_lc_kernel``), and under
+    ``auto`` the Triton kernels run on a geometry only after matching ``gather`` on its first
+    call (else one warning, then ``gather``).
+
     Args:
         x: input of shape (B, C_in, H, W), any memory format (a channels_last input gives a
             channels_last output).
@@ -522,14 +541,9 @@ def locally_connected2d(
     Returns:
         (B, C_out, H_out, W_out); (H_out, W_out) must equal ``weight.shape[:2]``.
 
-    Under autocast the inputs are cast once to the autocast dtype (before any patch exists)
-    so the batched matmuls run in low precision. Backward recomputes the patches from the
-    input, saved by reference, instead of keeping them: the op keeps no activation of its own.
-    Double backward (``create_graph=True``, gradient penalties) works to any order: the
-    gradients are LC ops again. ``torch.compile(fullgraph=True)`` traces the op in one graph
-    (a custom operator); the kernel is chosen when the op runs (``set_lc_kernel``), and under
-    ``auto`` the Triton kernels run on a geometry only after matching ``gather`` on its first
-    call (else one warning, then ``gather``).
+    Raises:
+        ValueError: if ``x`` is not 4-D or ``weight`` not 6-D, if ``padding`` is malformed, or if
+            ``weight``'s shape does not match the input, kernel, stride, padding, dilation and groups.
     """
     if x.dim() != 4 or weight.dim() != 6:
         raise ValueError(f"locally_connected2d expects a 4-D input (B, C_in, H, W) and a 6-D weight (H_out, W_out, "

@@ -28,12 +28,27 @@ def _shape_str(x: Tensor) -> str:
 
 
 def kernel_to_filters(kernel: Tensor) -> Tensor:
-    """Conv2d kernel (C_out, C_in/g, kh, kw) -> one position's LC filters (C_out, kh, kw, C_in/g)."""
+    """Conv2d kernel (C_out, C_in/g, kh, kw) -> one position's LC filters (C_out, kh, kw, C_in/g).
+
+    Args:
+        kernel: a Conv2d kernel of shape (C_out, C_in/g, kh, kw).
+
+    Returns:
+        A permuted view of ``kernel``, shape (C_out, kh, kw, C_in/g).
+    """
     return kernel.permute(0, 2, 3, 1)
 
 
 def filters_to_kernel(filters: Tensor) -> Tensor:
-    """LC filters (..., C_out, kh, kw, C_in/g) -> Conv2d kernel layout (..., C_out, C_in/g, kh, kw)."""
+    """LC filters (..., C_out, kh, kw, C_in/g) -> Conv2d kernel layout (..., C_out, C_in/g, kh, kw).
+
+    Args:
+        filters: LC filters with the channel-last layout (..., C_out, kh, kw, C_in/g), e.g. a whole
+            ``LocallyConnected2d.weight``.
+
+    Returns:
+        A view of ``filters`` in Conv2d layout, shape (..., C_out, C_in/g, kh, kw).
+    """
     return filters.movedim(-1, -3)
 
 
@@ -44,6 +59,24 @@ class LocallyConnected2d(nn.Module):
     ``input_size`` is the fixed (H, W) the layer accepts. With every position holding the same
     kernel it computes exactly that Conv2d (see ``from_conv``). See the module docstring for the
     weight layout. Each position's filter is initialised like a Conv2d's (see ``reset_parameters``).
+
+    Args:
+        in_channels: number of input channels.
+        out_channels: number of output channels.
+        kernel_size: size of each position's filter, an int or (kh, kw).
+        input_size: the fixed (H, W) of the input, an int or a pair.
+        stride: stride of the filter positions.
+        padding: an int, a pair, a 4-tuple (left, right, top, bottom) or a string such as 'same'.
+        dilation: spacing between filter taps.
+        groups: number of blocked connections from input to output channels.
+        bias: whether to add a learnable per-position bias (C_out, H_out, W_out).
+        padding_mode: one of 'zeros', 'reflect', 'replicate', 'circular'.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Raises:
+        ValueError: if ``in_channels`` or ``out_channels`` is not divisible by ``groups``, if
+            ``padding_mode`` is unknown, or if ``input_size`` is too small to give any output position.
     """
     __constants__ = ["in_channels", "out_channels", "kernel_size", "stride", "dilation",
                      "groups", "padding_mode", "input_size", "output_size", "pads"]
@@ -114,6 +147,18 @@ class LocallyConnected2d(nn.Module):
 
         ``noise`` adds Gaussian noise with std ``noise * kernel.std()`` (the reference's
         "conv init"); ``bias`` (C_out,) is copied to every position.
+
+        Args:
+            kernel: the Conv2d kernel, shape (C_out, C_in/groups, kh, kw).
+            bias: the Conv2d bias (C_out,); None zeroes the layer's bias (if it has one).
+            noise: std of the added Gaussian noise, relative to the kernel's std; 0 adds none.
+            generator: random generator for the noise.
+
+        Returns:
+            This layer.
+
+        Raises:
+            ValueError: if ``kernel`` does not have the shape above.
         """
         expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         if tuple(kernel.shape) != expected:
