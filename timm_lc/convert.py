@@ -82,6 +82,14 @@ def register_conv_handler(cls: Type[nn.Conv2d], handler: ConvHandler) -> None:
     """Teaches conversion a Conv2d subclass: ``handler(conv) -> (effective kernel, padding)``.
 
     ``padding`` is anything ``LocallyConnected2d`` accepts (int, 2- or 4-tuple, 'same', 'valid').
+
+    Args:
+        cls: the Conv2d subclass; the handler applies to convs whose ``forward`` it defines.
+        handler: called with a conv of that class, returns its effective kernel
+            (C_out, C_in/groups, kh, kw) and padding.
+
+    Raises:
+        TypeError: if ``cls`` is not a subclass of ``nn.Conv2d``.
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Conv2d)):
         raise TypeError(f"expected an nn.Conv2d subclass, got {cls!r}")
@@ -105,7 +113,18 @@ def _handler_for(conv: nn.Conv2d) -> ConvHandler:
 
 @torch.no_grad()
 def effective_conv_kernel(conv: nn.Conv2d) -> Tuple[Tensor, Union[str, Tuple[int, ...]]]:
-    """The kernel and padding a Conv2d (or known subclass) really applies in its forward."""
+    """The kernel and padding a Conv2d (or known subclass) really applies in its forward.
+
+    Args:
+        conv: a Conv2d, or a subclass known to conversion (see ``register_conv_handler``).
+
+    Returns:
+        ``(kernel, padding)``: the detached kernel (C_out, C_in/groups, kh, kw) and a padding
+        ``LocallyConnected2d`` accepts.
+
+    Raises:
+        TypeError: if ``conv``'s class overrides Conv2d's forward and has no registered handler.
+    """
     kernel, padding = _handler_for(conv)(conv)
     return kernel.detach(), padding
 
@@ -193,6 +212,17 @@ def record_conv_input_sizes(
     device runs on meta; ``on_meta=True`` runs any model on meta (parameters and buffers swapped
     for meta tensors: shapes only, no arithmetic). Convs the forward never reaches are absent.
     A conv called more than once raises ValueError naming it.
+
+    Args:
+        model: any torch model.
+        input_size: (C, H, W) of the model's input.
+        on_meta: run the forward on the meta device (shapes only).
+
+    Returns:
+        ``{conv module name: (H, W)}`` of each conv's input, in forward-call order.
+
+    Raises:
+        ValueError: if ``input_size`` is not three positive ints, or a conv is called more than once.
     """
     sizes, calls = _trace_convs(model, _check_input_size(input_size), on_meta)
     for name, count in calls.items():
@@ -214,7 +244,16 @@ class ConvertedLayer:
 
 @dataclass
 class ConversionReport:
-    """What ``convert_to_lc_`` did (or would do): converted layers and parameter counts."""
+    """What ``convert_to_lc_`` did (or would do): converted layers and parameter counts.
+
+    Args:
+        input_size: (C, H, W) the conversion was planned for.
+        layers: the converted convs (``ConvertedLayer``), in forward-call order.
+        kept: names of the convs the selection kept convolutional.
+        unused: names of the convs the forward never reached (not converted).
+        params_before: the model's parameter count before conversion.
+        params_after: the parameter count after conversion.
+    """
     input_size: Tuple[int, int, int]
     layers: List[ConvertedLayer] = field(default_factory=list)
     kept: List[str] = field(default_factory=list)
@@ -312,13 +351,34 @@ def lc_conversion_report(
 
     Useful to size a conversion (e.g. the ~1.8 B parameters of ResNet-18 at 224x224) before
     allocating it.
+
+    Args:
+        model: any torch model; it is not changed.
+        input_size: (C, H, W) the converted model would accept.
+        keep_first: keep the first n convs (forward-call order).
+        keep_1x1: keep 1x1 convs.
+        include: fnmatch pattern(s) of module names to convert (default: all convs).
+        exclude: fnmatch pattern(s) of module names to keep.
+
+    Returns:
+        The ``ConversionReport`` ``convert_to_lc_`` would attach.
+
+    Raises:
+        ValueError: a bad ``keep_first`` or ``input_size``, or a selected conv called more than once.
+        TypeError: a selected conv is an unknown Conv2d subclass overriding forward.
     """
     report, _ = plan_conversion(model, input_size, keep_first, keep_1x1, include, exclude, on_meta=True)
     return report
 
 
 def replace_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replaces the submodule at dotted path ``name`` (e.g. 'layer1.0.conv1') by ``module``."""
+    """Replaces the submodule at dotted path ``name`` (e.g. 'layer1.0.conv1') by ``module``.
+
+    Args:
+        model: the model to change, in place.
+        name: dotted path of an existing submodule.
+        module: the module to put there.
+    """
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
@@ -390,6 +450,15 @@ def lc_to_conv_(model: nn.Module) -> nn.Module:
     (e.g. right after ``convert_to_lc_``, or after full sharing); otherwise it is the instant
     full-sharing limit. Works in place and returns the model (its ``lc_conversion_report``, which
     no longer describes it, is removed); a bare LC layer returns its conv.
+
+    Args:
+        model: a model containing ``LocallyConnected2d`` layers, or a single ``LocallyConnected2d``.
+
+    Returns:
+        The same model, changed in place; for a bare ``LocallyConnected2d``, the new conv.
+
+    Raises:
+        ValueError: if an LC layer has asymmetric padding (other than 'same') that no Conv2d expresses.
     """
     if isinstance(model, LocallyConnected2d):
         return _lc_to_conv_layer(model)
