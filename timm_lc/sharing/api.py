@@ -48,13 +48,6 @@ def share_weights_(
     apply it at the end, exact for the Hebbian rule and much cheaper when a layer has more pooled
     filters than inputs; 'auto' picks the cheaper).
 
-    ``layers``: names (as in ``named_modules``) of the LC layers to share; None shares all. The
-    others are left untouched and out of the report.
-
-    ``optimizer``: when given, the optimiser state it keeps for each shared layer's weight (every
-    state tensor shaped like the weight: Adam's moments, SGD's momentum buffer) is averaged over
-    the same pools as the weights (pooled optimiser state, ``SleepConfig.pool_optimizer_state``).
-
     Computes in float64 for float64 weights and float32 otherwise (autocast off) and writes back in
     each weight's dtype, under no_grad; bias, gradients and optimiser state are untouched. The i-th
     LC layer of ``module`` draws its noise
@@ -62,6 +55,32 @@ def share_weights_(
     gives bitwise the same result whichever subset of layers is shared (so processes can split a
     sleep), and the global RNG is not used. A layer whose sleep diverges is rolled back with a
     ``SleepDivergenceWarning``.
+
+    Args:
+        module: a model, or a single LocallyConnected2d.
+        mode: 'instant', 'hebbian' or 'rate'.
+        pools: 'paper', 'residue' or 'full'.
+        iterations: number of sleep iterations (noise modes).
+        batch_size: number of noise patches per iteration (noise modes).
+        gamma: strength of the anchor to the starting weights (noise modes).
+        lr: None for the fan-in normalised step with ``auto`` decay, or a raw fixed step size.
+        seed: base seed; the i-th LC layer draws its noise with ``seed + i``.
+        layers: names (as in ``named_modules``) of the LC layers to share; None shares all. The
+            others are left untouched and out of the report.
+        optimizer: when given, the optimiser state it keeps for each shared layer's weight (every
+            state tensor shaped like the weight: Adam's moments, SGD's momentum buffer) is averaged
+            over the same pools as the weights (``SleepConfig.pool_optimizer_state``).
+        **mode_options: the mode's options listed above (``schedule``, ``check_every``, ``trace``,
+            ``solver``; ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol`` for ``rate``).
+
+    Returns:
+        A ``SharingReport`` with the settings and one ``LayerReport`` per shared layer.
+
+    Raises:
+        TypeError: if ``seed`` is not an int, ``module`` is not an ``nn.Module``, or an option
+            does not belong to ``mode``.
+        ValueError: if a setting or option is invalid, or ``layers`` names a module that is not an
+            LC layer of ``module``. Settings are checked before any layer changes.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")

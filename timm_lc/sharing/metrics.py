@@ -63,10 +63,21 @@ def lc_layers(module: nn.Module):
 def sharing_snr(module: nn.Module, pools: str = "paper") -> dict:
     """The paper's per-pool SNR and the relative deviation from the pool means, per layer and total.
 
-    Returns ``{"snr": float | None, "deviation": float | None, "layers": {name: {"snr",
-    "deviation", "pools", "shared_positions"}}}``; the totals weight every pooled kernel entry
-    (SNR) and every pooled weight (deviation) equally. Layers without a pool of two or more
-    positions are left out; None means there was nothing to measure.
+    The totals weight every pooled kernel entry (SNR) and every pooled weight (deviation) equally.
+    Layers without a pool of two or more positions are left out; None means there was nothing to
+    measure.
+
+    Args:
+        module: a model, or a single LocallyConnected2d.
+        pools: the pool mode ('paper', 'residue' or 'full'), as in ``find_pools``.
+
+    Returns:
+        ``{"snr": float | None, "deviation": float | None, "layers": {name: {"snr", "deviation",
+        "pools", "shared_positions"}}}``.
+
+    Raises:
+        TypeError: if ``module`` is not an ``nn.Module``.
+        ValueError: if ``pools`` is not a known pool mode.
     """
     total = {"snr_sum": 0.0, "entries": 0, "dev_sq": 0.0, "norm_sq": 0.0}
     layers = {}

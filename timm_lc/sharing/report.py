@@ -48,6 +48,18 @@ class SharingReport:
 
     ``loss_before`` / ``loss_after``: the training loss just before and just after the share, when
     the caller measured it (``SleepPhase`` with a probe); None otherwise.
+
+    Args:
+        mode: the sharing mode ('instant', 'hebbian' or 'rate').
+        pools: the pool mode ('paper', 'residue' or 'full').
+        iterations: sleep iterations asked for.
+        batch_size: noise patches per iteration.
+        gamma: anchor strength.
+        seed: base seed of the noise.
+        options: the mode's extra options.
+        layers: one ``LayerReport`` per shared layer.
+        loss_before: training loss just before the share, or None.
+        loss_after: training loss just after the share, or None.
     """
     mode: str
     pools: str
