@@ -315,6 +315,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 
     Keys already in LC layout (or for layers kept convolutional) pass through unchanged. The
     copies are broadcast views, so no full-size temporary is made before ``load_state_dict``.
+    1-D tensors whose model counterpart is a per-position (C, H, W) bias are broadcast likewise.
+
+    Args:
+        state_dict: the checkpoint: a state dict, or a dict holding one under 'state_dict' or 'model'.
+        model: the LC model the weights are for.
+
+    Returns:
+        The state dict with conv kernels (and biases) expanded to the model's LC layout.
     """
     state_dict = state_dict.get("state_dict", state_dict.get("model", state_dict))
     target = model.state_dict()
@@ -395,49 +403,112 @@ default_cfgs = generate_default_cfgs(_with_sleep({
 
 @register_model
 def lc_resnet18(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-18, full width (64..512), 224x224, 7x7 stem + max-pool: ~1.8 B weights."""
+    """LC ResNet-18, full width (64..512), 224x224, 7x7 stem + max-pool: ~1.8 B weights.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2))
     return _create_lc_resnet("lc_resnet18", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-18 at half width (32..256), the paper's ImageNet network."""
+    """LC ResNet-18 at half width (32..256), the paper's ImageNet network.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
     return _create_lc_resnet("lc_resnet18_half", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_convstem(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-18 (full width) with its 7x7 stem conv kept convolutional."""
+    """LC ResNet-18 (full width) with its 7x7 stem conv kept convolutional.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2), keep_first=1)
     return _create_lc_resnet("lc_resnet18_convstem", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half_convstem(pretrained: bool = False, **kwargs) -> LcResNet:
-    """Half-width LC ResNet-18 with a convolutional stem (the paper's conv-stem ImageNet setting)."""
+    """Half-width LC ResNet-18 with a convolutional stem (the paper's conv-stem ImageNet setting).
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32, keep_first=1)
     return _create_lc_resnet("lc_resnet18_half_convstem", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet34(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-34 (basic blocks 3-4-6-3), 224x224."""
+    """LC ResNet-34 (basic blocks 3-4-6-3), 224x224.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(3, 4, 6, 3))
     return _create_lc_resnet("lc_resnet34", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet50(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-50 (bottleneck blocks 3-4-6-3), 224x224."""
+    """LC ResNet-50 (bottleneck blocks 3-4-6-3), 224x224.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="bottleneck", layers=(3, 4, 6, 3))
     return _create_lc_resnet("lc_resnet50", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20(pretrained: bool = False, **kwargs) -> LcResNet:
-    """The paper's CIFAR net: LC ResNet-20 (3x3 stride-1 stem, 3 stages x 3 blocks, 16/32/64), 32x32."""
+    """The paper's CIFAR net: LC ResNet-20 (3x3 stride-1 stem, 3 stages x 3 blocks, 16/32/64), 32x32.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet20", pretrained, **dict(model_args, **kwargs))
@@ -445,7 +516,16 @@ def lc_resnet20(pretrained: bool = False, **kwargs) -> LcResNet:
 
 @register_model
 def lc_resnet20_tin(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-20 for TinyImageNet: 48x48 crops, 200 classes."""
+    """LC ResNet-20 for TinyImageNet: 48x48 crops, 200 classes.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet20_tin", pretrained, **dict(model_args, **kwargs))
@@ -453,21 +533,48 @@ def lc_resnet20_tin(pretrained: bool = False, **kwargs) -> LcResNet:
 
 @register_model
 def lc_resnet18_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
-    """LC ResNet-18 (full width) to be trained with Hebbian sleep-phase sharing every 10 steps."""
+    """LC ResNet-18 (full width) to be trained with Hebbian sleep-phase sharing every 10 steps.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2))
     return _create_lc_resnet("lc_resnet18_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet18_half_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
-    """Half-width LC ResNet-18 with the paper's Hebbian sleep-phase settings."""
+    """Half-width LC ResNet-18 with the paper's Hebbian sleep-phase settings.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(2, 2, 2, 2), channels=(32, 64, 128, 256), stem_width=32)
     return _create_lc_resnet("lc_resnet18_half_hebb", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def lc_resnet20_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
-    """CIFAR LC ResNet-20 with the paper's Hebbian sleep-phase settings."""
+    """CIFAR LC ResNet-20 with the paper's Hebbian sleep-phase settings.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet20_hebb", pretrained, **dict(model_args, **kwargs))
@@ -475,7 +582,16 @@ def lc_resnet20_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
 
 @register_model
 def lc_resnet20_tin_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
-    """TinyImageNet LC ResNet-20 (48x48) with the paper's Hebbian sleep-phase settings."""
+    """TinyImageNet LC ResNet-20 (48x48) with the paper's Hebbian sleep-phase settings.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(3, 3, 3), channels=(16, 32, 64), stem_width=16,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet20_tin_hebb", pretrained, **dict(model_args, **kwargs))
@@ -483,7 +599,16 @@ def lc_resnet20_tin_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
 
 @register_model
 def lc_resnet_tiny(pretrained: bool = False, **kwargs) -> LcResNet:
-    """Test-sized LC ResNet: CIFAR stem width 8, stages 8/16/32 x 1 block, 16x16, 10 classes."""
+    """Test-sized LC ResNet: CIFAR stem width 8, stages 8/16/32 x 1 block, 16x16, 10 classes.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), stem_width=8,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet_tiny", pretrained, **dict(model_args, **kwargs))
@@ -491,7 +616,16 @@ def lc_resnet_tiny(pretrained: bool = False, **kwargs) -> LcResNet:
 
 @register_model
 def lc_resnet_tiny_hebb(pretrained: bool = False, **kwargs) -> LcResNet:
-    """Test-sized LC ResNet with the paper's Hebbian sleep-phase settings."""
+    """Test-sized LC ResNet with the paper's Hebbian sleep-phase settings.
+
+    Args:
+        pretrained: load the pretrained weights of the model's pretrained cfg.
+        **kwargs: ``LcResNet`` arguments (e.g. ``num_classes``, ``in_chans``, ``img_size``) and
+            timm ``build_model_with_cfg`` options, overriding the variant's.
+
+    Returns:
+        The ``LcResNet``.
+    """
     model_args = dict(block="basic", layers=(1, 1, 1), channels=(8, 16, 32), stem_width=8,
                       stem_kernel_size=3, stem_stride=1, stem_pool=False)
     return _create_lc_resnet("lc_resnet_tiny_hebb", pretrained, **dict(model_args, **kwargs))
