@@ -98,7 +98,7 @@ def to_hwcb(x: Tensor, pads: Tuple[int, int, int, int] = (0, 0, 0, 0)) -> Tensor
 
     Batch-last is a transpose of the batch against everything else: one 2-D transpose for a
     channels_last input, a 2-D transpose plus a block copy for a contiguous one (torch's
-    generic 4-D permute copy is several times slower).
+    generic 4-D permute copy is slower).
     """
     b, c, h, w = x.shape
     left, right, top, bottom = pads

@@ -31,7 +31,7 @@ def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
 
 def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
     """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo): there a
-    bf16 matmul is several times faster than fp32; without them (AVX2, AVX-512) it is far slower."""
+    bf16 matmul is faster than fp32; without them (AVX2, AVX-512) it is slower."""
     try:
         with open(cpuinfo) as f:
             return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
