@@ -5,7 +5,7 @@ A run directory (``timm-lc train``, ``timm-lc convert``) holds ``model.safetenso
 hold ``metrics.jsonl``, ``recipe.yaml``, ``checkpoints/`` and ``plots/``. Training, the Hub code,
 eval, convert and replicate write and read it only through this module. A run's sleep settings
 live in one place of config.json: ``pretrained_cfg["sleep"]``, which ``create_model`` gives back
-as ``model.sleep_cfg`` (older files may hold a root ``sleep`` key instead; it is still read).
+as ``model.sleep_cfg`` (a root ``sleep`` key is read too, when ``pretrained_cfg`` has none).
 """
 import hashlib
 import json
@@ -113,21 +113,31 @@ def config_sleep(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         config: a parsed config.json.
 
     Returns:
-        ``pretrained_cfg["sleep"]``; for files written before it was the one place, the root
-        ``sleep`` key; None when neither is set.
+        ``pretrained_cfg["sleep"]``, else the root ``sleep`` key; None when neither is set.
     """
     sleep = (config.get("pretrained_cfg") or {}).get("sleep")
     return config.get("sleep") if sleep is None else sleep
 
 
 def holds_run(path: Path) -> bool:
-    """Whether ``path`` holds any file or folder a run (or ``timm-lc convert``) writes."""
+    """Whether ``path`` holds any file or folder a run (or ``timm-lc convert``) writes.
+
+    Args:
+        path: a directory (it need not exist).
+
+    Returns:
+        True if ``path`` is a directory holding any of ``RUN_FILES`` or ``RUN_DIRS``.
+    """
     path = Path(path)
     return path.is_dir() and any((path / name).exists() for name in RUN_FILES + RUN_DIRS)
 
 
 def remove_run_files(path: Path) -> None:
-    """Removes only what a run writes (``--overwrite``); other files in the directory stay."""
+    """Removes only what a run writes (``--overwrite``); other files in the directory stay.
+
+    Args:
+        path: the run directory; absent run files and folders are skipped.
+    """
     path = Path(path)
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
@@ -147,7 +157,14 @@ def _installed_version() -> str:
 
 
 def file_sha256(path: Union[str, Path]) -> str:
-    """Hex sha256 of a file (the LFS object id of a weights file on the Hub)."""
+    """Hex sha256 of a file (the LFS object id of a weights file on the Hub).
+
+    Args:
+        path: the file to hash, read in 1 MiB blocks.
+
+    Returns:
+        The 64-digit lowercase hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -161,6 +178,16 @@ def validate_safetensors(path: Union[str, Path], origin: Optional[str] = None) -
     Reads only the header (safetensors checks that the tensors cover the whole file, which
     catches truncation). Raises :class:`CorruptCheckpointError` naming the file and where it
     came from (``origin``) instead of safetensors' bare "Error while deserializing header".
+
+    Args:
+        path: the safetensors file.
+        origin: where the file came from, for error messages (e.g. a repo id).
+
+    Returns:
+        ``{tensor name: shape}`` of every tensor in the file.
+
+    Raises:
+        CorruptCheckpointError: if the file does not exist, is truncated or is not valid safetensors.
     """
     path = Path(path)
     where = f" from {origin}" if origin else ""
@@ -183,6 +210,14 @@ def check_architecture(architecture: str, origin: Optional[str] = None) -> None:
     For ``lc_resnet*`` names the message says that ``import timm_lc`` registers them (plain
     ``timm.create_model`` only says "Unknown model"), or that the installed timm-lc is older
     than the one that wrote the checkpoint.
+
+    Args:
+        architecture: a timm model name (config.json's ``architecture``).
+        origin: what needs the architecture, for error messages.
+
+    Raises:
+        ValueError: if ``architecture`` is not a non-empty string.
+        UnknownArchitectureError: if timm has no model registered under ``architecture``.
     """
     if not isinstance(architecture, str) or not architecture:
         raise ValueError(f"expected an architecture name (str), got {architecture!r}")
@@ -209,6 +244,18 @@ def check_weights_match(directory: Path, config: Dict[str, Any], shapes: Dict[st
 
     The model is built the way timm will build it when loading the checkpoint (from its
     config.json via ``local-dir:``), on the meta device so that it costs no memory.
+
+    Args:
+        directory: the run directory holding config.json.
+        config: the parsed config.json (for error messages).
+        shapes: ``{tensor name: shape}`` of the weights file (``validate_safetensors``).
+        origin: where the checkpoint came from, for error messages.
+
+    Returns:
+        The model's parameter count.
+
+    Raises:
+        ValueError: if tensors are missing, unexpected or of the wrong shape for the architecture.
     """
     with torch.device("meta"):
         model = timm.create_model(f"local-dir:{directory}", pretrained=False)
@@ -234,7 +281,18 @@ def check_weights_match(directory: Path, config: Dict[str, Any], shapes: Dict[st
 
 
 def read_config(path: Path, origin: str) -> Dict[str, Any]:
-    """A config.json, checked to be a timm model config (errors name ``origin``)."""
+    """A config.json, checked to be a timm model config (errors name ``origin``).
+
+    Args:
+        path: the config.json file.
+        origin: where it came from, for error messages.
+
+    Returns:
+        The parsed config.
+
+    Raises:
+        ValueError: if the file is not readable JSON, or not an object with a string ``architecture``.
+    """
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -271,7 +329,17 @@ class RunDir:
 
 def read_metrics(path: Union[str, Path]) -> List[Dict[str, Any]]:
     """The records of a run's metrics.jsonl (none if it is absent). A torn last line (a run killed
-    mid-write) is skipped; any other line that is not a JSON object is an error naming it."""
+    mid-write) is skipped; any other line that is not a JSON object is an error naming it.
+
+    Args:
+        path: the metrics.jsonl file.
+
+    Returns:
+        The records, in file order; empty when the file is absent.
+
+    Raises:
+        ValueError: if a line other than a torn last one is not a JSON object.
+    """
     path = Path(path)
     records = []
     if not path.is_file():
@@ -293,12 +361,32 @@ def read_metrics(path: Union[str, Path]) -> List[Dict[str, Any]]:
 
 
 def as_run(run: Union[str, Path, RunDir]) -> RunDir:
-    """A read ``RunDir`` as it is; a path read and checked (``read_run``)."""
+    """A read ``RunDir`` as it is; a path read and checked (``read_run``).
+
+    Args:
+        run: a ``RunDir``, or the path of a run directory.
+
+    Returns:
+        ``run`` itself if it is a ``RunDir``, else ``read_run(run)``.
+    """
     return run if isinstance(run, RunDir) else read_run(run)
 
 
 def read_run(directory: Union[str, Path]) -> RunDir:
-    """Reads and checks a run directory; every problem is found here, before any network call."""
+    """Reads and checks a run directory; every problem is found here, before any network call.
+
+    Args:
+        directory: the run directory.
+
+    Returns:
+        The checked ``RunDir``.
+
+    Raises:
+        FileNotFoundError: if ``directory`` is not a directory or lacks model.safetensors or config.json.
+        ValueError: if config.json or metrics.jsonl is malformed, or the weights do not fit the architecture.
+        UnknownArchitectureError: if timm cannot build the config's architecture.
+        CorruptCheckpointError: if model.safetensors is truncated or invalid.
+    """
     directory = Path(directory)
     origin = f"run directory {directory}"
     if not directory.is_dir():

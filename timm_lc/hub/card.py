@@ -118,7 +118,17 @@ def _front_matter(run: RunDir, license: str) -> str:
 def render_model_card(run_dir: Union[str, Path, RunDir], repo_id: str, license: str = DEFAULT_LICENSE,
                       template: str = MODEL_CARD_TEMPLATE) -> str:
     """The model card (README.md) of a run directory (a path or a read ``RunDir``), from ``template``
-    (string.Template fields)."""
+    (string.Template fields).
+
+    Args:
+        run_dir: the run directory, or a ``RunDir`` already read.
+        repo_id: the Hub repo the card is for ('ORG/NAME').
+        license: the license identifier for the card's metadata.
+        template: a ``string.Template`` with the card's fields.
+
+    Returns:
+        The card's Markdown text.
+    """
     return _render_card(as_run(run_dir), repo_id, license, template)
 
 

@@ -37,12 +37,33 @@ def _entry(run: RunDir, repo_id: str, revision: Optional[str], model_name: Optio
 def manifest_entry(run_dir: Union[str, Path, RunDir], repo_id: str, revision: Optional[str] = None,
                    model_name: Optional[str] = None) -> Dict[str, Any]:
     """The manifest record of a run (a path or a read ``RunDir``) published as ``repo_id`` (keys:
-    ``MANIFEST_KEYS``)."""
+    ``MANIFEST_KEYS``).
+
+    Args:
+        run_dir: the run directory, or a ``RunDir`` already read.
+        repo_id: the Hub repo it is published as.
+        revision: the Hub revision (e.g. a commit id), if any.
+        model_name: the timm model name to record, if any.
+
+    Returns:
+        The entry, a dict with the keys ``MANIFEST_KEYS``.
+    """
     return _entry(as_run(run_dir), repo_id, revision, model_name)
 
 
 def load_manifest(path: Union[str, Path]) -> Dict[str, Any]:
-    """Reads ``hub/manifest.json``: ``{"organization": ORG, "checkpoints": [entry, ...]}``, checked."""
+    """Reads ``hub/manifest.json``: ``{"organization": ORG, "checkpoints": [entry, ...]}``, checked.
+
+    Args:
+        path: the manifest file.
+
+    Returns:
+        The parsed manifest.
+
+    Raises:
+        ValueError: if the manifest is not of that shape, an entry lacks ``MANIFEST_KEYS``, or an
+            entry's sha256 is not 64 lowercase hex digits.
+    """
     path = Path(path)
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("checkpoints"), list) \
@@ -59,7 +80,19 @@ def load_manifest(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def add_to_manifest(entry: Dict[str, Any], path: Union[str, Path]) -> Dict[str, Any]:
-    """Adds (or replaces, by repo_id) ``entry`` in the manifest at ``path``, written atomically."""
+    """Adds (or replaces, by repo_id) ``entry`` in the manifest at ``path``, written atomically.
+
+    Args:
+        entry: a manifest entry (``manifest_entry``).
+        path: the existing manifest file.
+
+    Returns:
+        The updated manifest.
+
+    Raises:
+        ValueError: if the manifest is invalid (see ``load_manifest``), ``entry`` lacks keys, or its
+            repo_id is not in the manifest's organization.
+    """
     path = Path(path)
     manifest = load_manifest(path)
     missing = [k for k in MANIFEST_KEYS if k not in entry]
