@@ -289,3 +289,21 @@ def test_sleep_settings_have_one_place_for_every_timm_lc_model(tmp_path):
     with pytest.raises(ValueError, match=r"pretrained_cfg\['sleep'\].*ResNet"):
         save_pretrained(plain, tmp_path / "plain2", extra_config={"sleep": trained})
     assert not (tmp_path / "plain2").exists()
+
+
+def test_readme_model_table_is_what_the_models_count():
+    """Every row of the README's model table: input, classes, conv/LC weights, all parameters and the conv
+    net's parameters, recomputed on the meta device."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `lc_resnet")]
+    assert {n for row in rows for n in row.split("|")[1].replace("`", "").replace(",", " ").split()} == EXPECTED
+    for row in rows:
+        names, size, classes, weights, total, conv_total = [c.strip() for c in row.strip("|").split("|")]
+        for name in names.replace("`", "").split(", "):
+            model = timm.create_model(name, device="meta")
+            conv = timm.create_model(name, device="meta", locally_connected=False)
+            h, w = model.pretrained_cfg["input_size"][1:]
+            assert (f"{h}x{w}", int(classes)) == (size, model.num_classes), name
+            assert f"{_weights(model) / 1e6:,.1f} M" == weights, name
+            assert f"{sum(p.numel() for p in model.parameters()) / 1e6:,.1f} M" == total, name
+            assert f"{sum(p.numel() for p in conv.parameters()) / 1e6:.2f} M" == conv_total, name

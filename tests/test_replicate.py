@@ -129,6 +129,7 @@ def test_summary_and_ordering_against_hand_computed_values():
     (["--seeds", "0"], "--seeds: expected a positive integer"),
     (["--jobs", "0"], "--jobs: expected a positive integer"),
     (["--repeats", "0"], "repeats: expected a positive integer"),
+    (["--batch-size", "0"], "batch_size: expected a positive integer, got 0"),
 ])
 def test_bad_options_are_reported(argv, message, capsys, tmp_path):
     assert main(argv + ["--runs-dir", str(tmp_path)]) == 2

@@ -263,13 +263,20 @@ class ConversionReport:
 
     @property
     def converted(self) -> List[str]:
+        """Names of the converted convs, in forward-call order."""
         return [layer.name for layer in self.layers]
 
     @property
     def params_added(self) -> int:
+        """Parameters the conversion adds: ``params_after - params_before``."""
         return self.params_after - self.params_before
 
     def to_dict(self) -> Dict:
+        """The report as plain data, for JSON.
+
+        Returns:
+            The dataclass's fields (layers as dicts) plus ``converted`` and ``params_added``.
+        """
         out = asdict(self)
         out.update(converted=self.converted, params_added=self.params_added)
         return out

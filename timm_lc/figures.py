@@ -21,7 +21,18 @@ def _pyplot():
 
 
 def save_figure(fig: Any, path: PathLike, **savefig_kwargs: Any) -> Path:
-    """Writes ``fig`` to ``path`` atomically (temporary file, then rename) and closes it."""
+    """Writes ``fig`` to ``path`` atomically (temporary file, then rename) and closes it.
+
+    The figure is closed even when saving fails; ``path`` is then left as it was.
+
+    Args:
+        fig: the matplotlib figure.
+        path: where to write it.
+        **savefig_kwargs: passed to ``fig.savefig`` (``dpi``, ``format``, ``bbox_inches``, ...).
+
+    Returns:
+        ``path``, as a ``Path``.
+    """
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
@@ -56,7 +67,16 @@ def _series_plot(plt: Any, series: Sequence[Any], ylabel: str, title: str, path:
 def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str] = None) -> List[Path]:
     """Writes ``accuracy.png`` (test/train accuracy vs step), ``snr.png`` (sharing SNR: just before and
     after each share if the run slept, else at evaluation) and, if shares were probed,
-    ``sharing_loss.png`` (the training loss just before and just after each share)."""
+    ``sharing_loss.png`` (the training loss just before and just after each share).
+
+    Args:
+        metrics_path: the run's metrics.jsonl.
+        out_dir: the directory to write the plots into (created if missing).
+        title: the plots' title (None: one per plot).
+
+    Returns:
+        The paths written: always ``accuracy.png``, the others only when the metrics hold their series.
+    """
     plt = _pyplot()
     records = read_metrics(metrics_path)
     out_dir = Path(out_dir)
@@ -93,7 +113,14 @@ def plot_metrics(metrics_path: PathLike, out_dir: PathLike, title: Optional[str]
 
 
 def plot_replication(results: Dict[str, Any], path: Path, title: str, sharing_variants: Sequence[str]) -> None:
-    """A replication study's bar chart: mean test accuracy (and std) per variant, every seed a dot."""
+    """A replication study's bar chart: mean test accuracy (and std) per variant, every seed a dot.
+
+    Args:
+        results: the study's results (``summary`` per variant and ``runs`` with their ``test_acc``).
+        path: where to write the PNG.
+        title: the chart's title.
+        sharing_variants: the variants drawn in the sharing colour (conv and the others have their own).
+    """
     plt = _pyplot()
     summary = results["summary"]
     variants = list(summary)
@@ -120,7 +147,18 @@ def plot_replication(results: Dict[str, Any], path: Path, title: str, sharing_va
 
 def plot_sleep_convergence(results: Dict[str, List[Dict[str, object]]], iterations: int, batch_size: int,
                            gamma: float, output: Union[str, Path], reference_step: float) -> None:
-    """The sleep-convergence figure (measured vs expected, normalised and fixed step) written to ``output``."""
+    """The sleep-convergence figure (measured vs expected, normalised and fixed step) written to ``output``.
+
+    Args:
+        results: under ``normalised`` and ``reference``, one run per fan-in: ``fan_in``, ``rolled_back`` and
+            the ``measured`` and ``expected`` deviation from the fixed point (relative to its start) after
+            each iteration.
+        iterations: the number of sleep iterations (the x axis).
+        batch_size: the noise samples per iteration, for the title.
+        gamma: the anchor strength, for the title.
+        output: where to write the PNG (its directory is created if missing).
+        reference_step: the fixed step size of the ``reference`` panel, for its title.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     titles = {"normalised": "fan-in normalised step (timm-lc)",

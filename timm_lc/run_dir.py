@@ -324,6 +324,7 @@ class RunDir:
 
     @property
     def sleep(self) -> Optional[Dict[str, Any]]:
+        """The sleep settings the run's config.json records (``config_sleep``); None when it has none."""
         return config_sleep(self.config)
 
 

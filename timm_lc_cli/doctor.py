@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:  # noqa: BLE001 - recorded, the sections still run
         report["environment"] = error_record(err)
     runners: Dict[str, Callable[[], Dict[str, Any]]] = {
-        "tests": lambda: run_tests(plan, min(plan.test_timeout_s, max(deadline - time.perf_counter(), 30.0))),
+        "tests": lambda: run_tests(min(plan.test_timeout_s, max(deadline - time.perf_counter(), 30.0))),
         "layer": lambda: run_layer_bench(plan, args.device, args.peak_tflops),
         "sleep": lambda: run_sleep(plan, args.device),
         "train": lambda: run_train(plan, deadline),

@@ -93,6 +93,10 @@ class SleepConfig:
             weight (Adam's moments, SGD's momentum buffer) over the same pools (docs/method.md section 3).
         options: further ``share_weights_`` options: ``schedule``, ``check_every``, ``trace``, ``solver``
             (noise modes) and the rate dynamics' ``alpha``, ``tau``, ``b``, ``dt``, ``steps``, ``tol``.
+
+    Raises:
+        ValueError: if a field or option has an invalid value.
+        TypeError: if ``options`` holds a key that does not belong to ``mode``.
     """
     every: int = 10
     mode: str = "hebbian"
@@ -142,19 +146,37 @@ class SleepConfig:
         return {k: v for k, v in self.options.items() if k in RATE_OPTIONS}
 
     def to_dict(self) -> Dict[str, Any]:
-        """The flat dict of a config.json / ``model.sleep_cfg``: the fields, then the options."""
+        """The flat dict of a config.json / ``model.sleep_cfg``: the fields, then the options.
+
+        Returns:
+            A new dict of every field but ``options``, followed by the options' keys.
+        """
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
         return {**fields, **self.options}
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> "SleepConfig":
-        """The inverse of ``to_dict``: named fields are fields, any other key an option."""
+        """The inverse of ``to_dict``: named fields are fields, any other key an option.
+
+        Args:
+            settings: a flat dict such as ``to_dict()`` returns (missing fields take their defaults).
+
+        Returns:
+            The validated ``SleepConfig``.
+        """
         names = {f.name for f in dataclasses.fields(cls)} - {"options"}
         return cls(**{k: v for k, v in settings.items() if k in names},
                    options={k: v for k, v in settings.items() if k not in names})
 
     def replace(self, **overrides: Any) -> "SleepConfig":
-        """A copy with ``overrides`` applied (a ``None`` override keeps the value), validated again."""
+        """A copy with ``overrides`` applied (a ``None`` override keeps the value), validated again.
+
+        Args:
+            **overrides: field or option values by name.
+
+        Returns:
+            The new ``SleepConfig``.
+        """
         return SleepConfig.from_dict({**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
 
 

@@ -121,19 +121,34 @@ class TrainConfig:
     name: Optional[str] = _key(None, "run name; unset: the recipe file's name (demo without a recipe)")
 
     def to_dict(self) -> Dict[str, Any]:
+        """Every key and its value, as a recipe holds them.
+
+        Returns:
+            A new dict by field name (lists and dicts deep-copied).
+        """
         return dataclasses.asdict(self)
 
     def sleep_overrides(self) -> Dict[str, Any]:
-        """The ``sleep_*`` keys that are set, named as ``SleepConfig`` fields."""
+        """The ``sleep_*`` keys that are set, named as ``SleepConfig`` fields.
+
+        Returns:
+            The set keys' values by ``SleepConfig`` field name (keys left unset are absent).
+        """
         values = dict(every=self.sleep_every, mode=self.sleep_mode, pools=self.sleep_pools,
                       iterations=self.sleep_iterations, batch_size=self.sleep_batch_size, gamma=self.sleep_gamma,
                       lr=self.sleep_lr, pool_optimizer_state=self.sleep_pool_optimizer_state)
         return {k: v for k, v in values.items() if v is not None}
 
     def sleep_settings(self, model_sleep: Optional[Mapping[str, Any]]) -> Optional[SleepConfig]:
-        """The run's sleep: the model's settings (``_hebb`` models; else the paper's) updated by the
-        ``sleep_*`` keys, or None when the run does not sleep (``sleep: false``, or unset and the model
-        carries no settings)."""
+        """The run's sleep: the model's settings (``_hebb`` models; else the paper's) updated by the ``sleep_*`` keys.
+
+        Args:
+            model_sleep: the model's sleep settings as a ``SleepConfig.to_dict()`` dict, or None when it has none.
+
+        Returns:
+            The validated ``SleepConfig``, or None when the run does not sleep (``sleep: false``, or unset and
+            the model carries no settings).
+        """
         if self.sleep is False or (self.sleep is None and model_sleep is None):
             return None
         base = SleepConfig() if model_sleep is None else SleepConfig.from_dict(model_sleep)
@@ -156,7 +171,14 @@ class TrainConfig:
         return dataclasses.replace(self, sleep=True, **resolved)
 
     def validate(self) -> "TrainConfig":
-        """Checks values that types alone cannot; raises ValueError naming expected vs received."""
+        """Checks values that types alone cannot (ranges, choices, sleep settings, milestones, flag conflicts).
+
+        Returns:
+            This config, unchanged.
+
+        Raises:
+            ValueError: if a value is invalid; the message names the key, what was expected and what was received.
+        """
         def positive(key: str, allow_none: bool = False, allow_zero: bool = False) -> None:
             value = getattr(self, key)
             if value is None and allow_none:
@@ -230,6 +252,11 @@ def scaled_milestones(epochs: int) -> List[int]:
 
 
 def valid_keys() -> List[str]:
+    """The keys a recipe or the command line may set.
+
+    Returns:
+        The ``TrainConfig`` field names, in declaration order.
+    """
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
@@ -290,7 +317,20 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def config_from_dict(values: Mapping[str, Any], base: Optional[TrainConfig] = None,
                      source: str = "config") -> TrainConfig:
-    """Returns ``base`` (default: the defaults) updated with ``values``, type-checked and validated."""
+    """Returns ``base`` (default: the defaults) updated with ``values``, type-checked and validated.
+
+    Args:
+        values: config keys (``-`` or ``_`` spelling) and their values.
+        base: the config to update; None: ``TrainConfig()``.
+        source: where ``values`` come from, named in the error of an unknown key.
+
+    Returns:
+        A new, validated ``TrainConfig`` (ints are accepted for floats, numeric strings too).
+
+    Raises:
+        ValueError: if a key is unknown (with the closest valid key), a value has the wrong type, or
+            ``validate`` rejects the result.
+    """
     hints = get_type_hints(TrainConfig)
     current = (base or TrainConfig()).to_dict()
     for key, value in values.items():
@@ -302,7 +342,18 @@ def config_from_dict(values: Mapping[str, Any], base: Optional[TrainConfig] = No
 
 
 def read_yaml(path: Union[str, os.PathLike]) -> Any:
-    """A YAML file's content; malformed YAML is a one-line ValueError naming the file, line and column."""
+    """A YAML file's content; malformed YAML is a one-line ValueError naming the file, line and column.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The parsed content (None for an empty file).
+
+    Raises:
+        ValueError: if the file is not valid YAML.
+        OSError: if the file cannot be read.
+    """
     try:
         with open(path) as f:
             return yaml.safe_load(f)
@@ -315,7 +366,23 @@ def read_yaml(path: Union[str, os.PathLike]) -> Any:
 
 def load_config(path: Optional[Union[str, os.PathLike]] = None, overrides: Optional[Mapping[str, Any]] = None,
                 base: Optional[TrainConfig] = None) -> TrainConfig:
-    """Reads a YAML recipe (optional) over ``base`` and applies ``overrides`` on top."""
+    """Reads a YAML recipe (optional) over ``base`` and applies ``overrides`` on top.
+
+    A recipe without a ``name`` key is named after its file: ``recipes/<dir>/<file>.yaml`` as ``<dir>-<file>``,
+    any other file by its stem.
+
+    Args:
+        path: the YAML recipe; None: no recipe.
+        overrides: command-line keys and values, applied last.
+        base: the config the recipe updates; None: ``TrainConfig()``.
+
+    Returns:
+        The validated ``TrainConfig``.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file.
+        ValueError: if the recipe is not valid YAML or not a mapping, or a key or value is invalid.
+    """
     cfg = base or TrainConfig()
     if path is not None:
         path = Path(path)

@@ -54,7 +54,15 @@ def _fmt(value: Any) -> str:
 
 
 def final_metrics(run: RunDir) -> Dict[str, Any]:
-    """Final metrics: config.json ``metrics`` if the run recorded them, else the last metrics.jsonl record."""
+    """Final metrics: config.json ``metrics`` if the run recorded them, else the last metrics.jsonl record.
+
+    Args:
+        run: the run directory, as read by ``read_run``.
+
+    Returns:
+        The metrics with nested keys flattened to ``a/b``; from metrics.jsonl only the finite numbers.
+        Empty when the run recorded neither.
+    """
     final = run.config.get("metrics")
     if isinstance(final, dict) and final:
         return _flatten(final)

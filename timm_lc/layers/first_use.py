@@ -36,7 +36,14 @@ _descriptions: Dict[Hashable, str] = {}
 
 
 def tolerance(dtype: torch.dtype) -> float:
-    """The largest relative max error against ``gather`` that the check accepts in ``dtype``."""
+    """The largest relative max error against ``gather`` that the check accepts in ``dtype``.
+
+    Args:
+        dtype: the dtype the kernels ran in (float32, float16 or bfloat16).
+
+    Returns:
+        The tolerance; for float32 it depends on ``torch.get_float32_matmul_precision()`` (IEEE or TF32 dots).
+    """
     if dtype == torch.float32:
         return _FP32_TOLERANCE["highest" if torch.get_float32_matmul_precision() == "highest" else "tf32"]
     return _TOLERANCES[dtype]
@@ -47,6 +54,13 @@ def mismatch(pairs: Sequence[Tuple[str, Tensor, Tensor]], dtype: torch.dtype) ->
 
     The error is max |result - reference| / max |reference| over the reference's finite entries;
     a result that is not finite exactly where the reference is not is a mismatch.
+
+    Args:
+        pairs: (name, result, reference) triples, the Triton result and its ``gather`` reference.
+        dtype: the dtype the kernels ran in, which sets the tolerance.
+
+    Returns:
+        A one-line description of the first mismatching pair, or None when every pair matches.
     """
     limit = tolerance(dtype)
     for name, result, reference in pairs:
@@ -63,7 +77,14 @@ def mismatch(pairs: Sequence[Tuple[str, Tensor, Tensor]], dtype: torch.dtype) ->
 
 
 def decision(key: Hashable) -> Optional[Decision]:
-    """What the check decided for ``key`` (None: not checked yet)."""
+    """What the check decided for ``key``.
+
+    Args:
+        key: the (device, dtype, geometry) key of the check.
+
+    Returns:
+        The stored verdict, or None when ``key`` has not been checked yet.
+    """
     return _decisions.get(key)
 
 
@@ -71,6 +92,15 @@ def record(key: Hashable, description: str, error: Optional[str], started: float
     """Stores the verdict for ``key`` (``started``: ``time.perf_counter()`` when its check began).
 
     A failed check warns once, in one line naming the geometry and the error.
+
+    Args:
+        key: the (device, dtype, geometry) key of the check.
+        description: the geometry in words, for the warning and ``first_use_checks``.
+        error: why the check failed, or None when it passed.
+        started: ``time.perf_counter()`` when the check began.
+
+    Returns:
+        The stored verdict: ``gather`` when ``error`` is set, else ``triton``.
     """
     verdict = Decision(kernel="gather" if error else "triton", error=error,
                        check_s=round(time.perf_counter() - started, 6))
@@ -83,7 +113,11 @@ def record(key: Hashable, description: str, error: Optional[str], started: float
 
 
 def first_use_checks() -> Dict[str, Decision]:
-    """Every verdict of this process so far, by geometry description (for reports such as ``timm-lc doctor``)."""
+    """Every verdict of this process so far, for reports such as ``timm-lc doctor``.
+
+    Returns:
+        The verdicts keyed by geometry description.
+    """
     return {_descriptions[key]: verdict for key, verdict in _decisions.items()}
 
 

@@ -64,7 +64,11 @@ def set_lc_kernel(name: str) -> None:
 
 
 def triton_kernels() -> Optional[ModuleType]:
-    """The ``triton_lc`` kernel module, imported on first use; None when triton does not import."""
+    """The ``triton_lc`` kernel module, imported on first use (an import failure is remembered, not retried).
+
+    Returns:
+        The module, or None when triton does not import.
+    """
     global _triton, _triton_error
     if _triton is None and _triton_error is None:
         try:
@@ -75,7 +79,14 @@ def triton_kernels() -> Optional[ModuleType]:
 
 
 def triton_unusable(x: torch.Tensor) -> Optional[str]:
-    """Why the triton kernel cannot run on ``x`` (None when it can)."""
+    """Why the triton kernel cannot run on ``x``.
+
+    Args:
+        x: the LC op's input.
+
+    Returns:
+        The reason in one sentence (triton missing, dtype, size, device), or None when it can run.
+    """
     module = triton_kernels()
     if module is None:
         return _triton_error
@@ -97,5 +108,11 @@ def auto_tries_triton(x: torch.Tensor) -> bool:
     ``auto`` never picks Triton's (slow) interpreter. This predicate is the one seam for tests:
     replaced by one that accepts CPU tensors (in a ``TRITON_INTERPRET=1`` process), ``auto`` and
     its first-use check run on the CPU.
+
+    Args:
+        x: the LC op's input.
+
+    Returns:
+        True when ``x`` is a CUDA tensor the compiled (not interpreted) Triton kernels can run on.
     """
     return x.device.type == "cuda" and triton_unusable(x) is None and not triton_kernels().INTERPRETED

@@ -31,7 +31,7 @@ from . import first_use, kernels
 from .kernels import get_lc_kernel, triton_kernels, triton_unusable
 
 CHUNK_BYTES = 8 << 20  # patch buffer per chunk of output rows: large kernels, cache-friendly reuse
-_TRANSPOSE_ROWS = 1024  # a 2-D CPU transpose copies this many rows at a time (2x faster than one copy)
+_TRANSPOSE_ROWS = 1024  # a 2-D CPU transpose copies this many rows at a time (cache-sized blocks)
 
 Padding = Union[str, int, Tuple[int, ...]]
 

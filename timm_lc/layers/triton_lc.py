@@ -234,9 +234,22 @@ def _sizes(x_shape: Tuple[int, ...], weight: Tensor, groups: int) -> dict:
 
 def lc_forward(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], stride: Tuple[int, int],
                dilation: Tuple[int, int], groups: int) -> Tensor:
-    """LC forward of a padded, contiguous (H, W, C, B) input; returns (H_out, W_out, C_out, B).
+    """LC forward of a padded, contiguous (H, W, C, B) input.
 
-    ``weight`` is (H_out, W_out, C_out, kh, kw, C/groups), ``bias`` (C_out, H_out, W_out) or None.
+    Args:
+        x_hwcb: the padded input, (H, W, C, B), contiguous.
+        weight: the filters, (H_out, W_out, C_out, kh, kw, C/groups).
+        bias: (C_out, H_out, W_out), or None.
+        stride: (stride_h, stride_w).
+        dilation: (dilation_h, dilation_w).
+        groups: the number of channel groups.
+
+    Returns:
+        The output, (H_out, W_out, C_out, B), in the input's dtype.
+
+    Raises:
+        TypeError: if the operands do not share one supported dtype.
+        ValueError: if ``x_hwcb`` is not contiguous or has 2**31 elements or more.
     """
     weight = weight.contiguous()
     bias = None if bias is None else bias.contiguous()
@@ -255,7 +268,23 @@ def lc_forward(x_hwcb: Tensor, weight: Tensor, bias: Optional[Tensor], stride: T
 
 def lc_input_grad(grad_out: Tensor, weight: Tensor, input_shape: Tuple[int, ...], stride: Tuple[int, int],
                   dilation: Tuple[int, int], groups: int) -> Tensor:
-    """Gradient of the padded (H, W, C, B) input of ``input_shape`` from a contiguous (P, C_out, B) ``grad_out``."""
+    """Gradient of the padded (H, W, C, B) input of ``input_shape`` from a contiguous (P, C_out, B) ``grad_out``.
+
+    Args:
+        grad_out: the output gradient, (H_out * W_out, C_out, B), contiguous.
+        weight: the filters, (H_out, W_out, C_out, kh, kw, C/groups).
+        input_shape: the padded input's shape, (H, W, C, B).
+        stride: (stride_h, stride_w).
+        dilation: (dilation_h, dilation_w).
+        groups: the number of channel groups.
+
+    Returns:
+        The padded input's gradient, of ``input_shape``, in ``grad_out``'s dtype.
+
+    Raises:
+        TypeError: if the operands do not share one supported dtype.
+        ValueError: if ``grad_out`` is not contiguous or has 2**31 elements or more.
+    """
     weight = weight.contiguous()
     _check(grad_out, weight)
     ho, wo = weight.shape[:2]
@@ -272,7 +301,23 @@ def lc_input_grad(grad_out: Tensor, weight: Tensor, input_shape: Tuple[int, ...]
 
 def lc_weight_grad(grad_out: Tensor, x_hwcb: Tensor, weight: Tensor, stride: Tuple[int, int],
                    dilation: Tuple[int, int], groups: int) -> Tensor:
-    """Gradient of ``weight`` (its shape and dtype) from (P, C_out, B) ``grad_out`` and the padded input."""
+    """Gradient of ``weight`` from (P, C_out, B) ``grad_out`` and the padded input, reduced over the batch.
+
+    Args:
+        grad_out: the output gradient, (H_out * W_out, C_out, B), contiguous.
+        x_hwcb: the padded input, (H, W, C, B), contiguous.
+        weight: the filters, (H_out, W_out, C_out, kh, kw, C/groups), contiguous; only its shape and dtype are used.
+        stride: (stride_h, stride_w).
+        dilation: (dilation_h, dilation_w).
+        groups: the number of channel groups.
+
+    Returns:
+        The weight gradient, of ``weight``'s shape, dtype and device.
+
+    Raises:
+        TypeError: if the operands do not share one supported dtype.
+        ValueError: if an operand is not contiguous or ``x_hwcb`` has 2**31 elements or more.
+    """
     _check(x_hwcb, grad_out, weight)
     grad_w = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     sizes = _sizes(x_hwcb.shape, weight, groups)

@@ -111,6 +111,10 @@ class LcResNet(nn.Module):
         keep_1x1: keep 1x1 convs (shortcut projections, bottleneck 1x1s) convolutional.
         act_layer, norm_layer: timm layer types.
         device, dtype: where and in what precision to allocate (meta supported).
+
+    Raises:
+        ValueError: if ``layers`` and ``channels`` differ in length or hold not 1 to 4 stages, if ``layers``
+            holds fewer than 2 blocks in all, or if ``output_stride`` is not a stride of this stem's stages.
     """
 
     def __init__(
@@ -192,7 +196,11 @@ class LcResNet(nn.Module):
 
     @torch.jit.ignore
     def init_weights(self, zero_init_last: bool = True) -> None:
-        """timm's ResNet init for the convs (LC layers get the same law per position)."""
+        """timm's ResNet init for the convs (LC layers get the same law per position).
+
+        Args:
+            zero_init_last: Zero-initialize the last BN in each residual branch.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -203,18 +211,44 @@ class LcResNet(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+        """Create regex patterns for parameter grouping.
+
+        Args:
+            coarse: Use coarse (stage-level) or fine (block-level) grouping.
+
+        Returns:
+            Dictionary mapping group names to regex patterns.
+        """
         return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Enable or disable gradient checkpointing of the stages.
+
+        Args:
+            enable: Whether to enable gradient checkpointing.
+        """
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        """Get the classifier module.
+
+        Args:
+            name_only: Return classifier module name instead of module.
+
+        Returns:
+            Classifier module or name.
+        """
         return "fc" if name_only else self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """New classifier (0 for none); ``global_pool=None`` keeps the current pooling."""
+        """Reset the classifier head, on the model's device and dtype and in its train/eval mode.
+
+        Args:
+            num_classes: Number of classes for new classifier (0 for none).
+            global_pool: Global pooling type, current pooling is kept if None.
+        """
         dd = get_device_dtype(self)
         self.num_classes = num_classes
         if global_pool is None:
@@ -245,7 +279,22 @@ class LcResNet(nn.Module):
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Final features and the stem / stage outputs selected by ``indices`` (timm semantics)."""
+        """Forward features that returns intermediates (index 0 is the stem, 1.. the stages).
+
+        Args:
+            x: Input image tensor, of the size the model was built for.
+            indices: Take last n blocks if int, all if None, select matching indices if sequence.
+            norm: Apply norm layer to compatible intermediates (there is none: unused).
+            stop_early: Stop iterating over blocks when last desired intermediate hit.
+            output_fmt: Shape of intermediate feature outputs (only 'NCHW').
+            intermediates_only: Only return intermediate features.
+
+        Returns:
+            Features and list of intermediate features or just intermediate features.
+
+        Raises:
+            ValueError: if an LC model gets an input of another size than it was built for.
+        """
         assert output_fmt in ("NCHW",), "Output shape must be NCHW."
         intermediates = []
         take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
@@ -274,7 +323,16 @@ class LcResNet(nn.Module):
             prune_norm: bool = False,
             prune_head: bool = True,
     ) -> List[int]:
-        """Drops the stages (and head) not needed for the intermediates ``indices``."""
+        """Prune the stages (and head) not required for the intermediates ``indices``.
+
+        Args:
+            indices: Indices of intermediate layers to keep.
+            prune_norm: Whether to prune normalization layers (there is none: unused).
+            prune_head: Whether to prune the classifier head (always pruned when the last stage is).
+
+        Returns:
+            List of indices that were kept.
+        """
         take_indices, max_index = feature_take_indices(self.num_stages + 1, indices)
         for name in _STAGE_NAMES[max_index:self.num_stages]:
             setattr(self, name, nn.Sequential())
@@ -288,6 +346,17 @@ class LcResNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass through feature extraction layers.
+
+        Args:
+            x: Input image tensor, of the size the model was built for.
+
+        Returns:
+            Feature map of the last stage.
+
+        Raises:
+            ValueError: if an LC model gets an input of another size than it was built for.
+        """
         x = self._stem(self._check_input(x))
         x = self.maxpool(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -300,12 +369,32 @@ class LcResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Forward pass through classifier head.
+
+        Args:
+            x: Feature tensor.
+            pre_logits: Return features before final classifier layer.
+
+        Returns:
+            Output tensor.
+        """
         x = self.global_pool(x)
         if self.drop_rate:
             x = F.dropout(x, p=float(self.drop_rate), training=self.training)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass.
+
+        Args:
+            x: Input image tensor, of the size the model was built for.
+
+        Returns:
+            Output logits (pooled features when there is no classifier).
+
+        Raises:
+            ValueError: if an LC model gets an input of another size than it was built for.
+        """
         x = self.forward_features(x)
         return self.forward_head(x)
 

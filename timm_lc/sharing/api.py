@@ -95,8 +95,24 @@ def share_weights_(
 
 def share_with_(module: nn.Module, settings: SleepConfig, seed: int = 0,
                 layers: Optional[Collection[str]] = None) -> SharingReport:
-    """``share_weights_`` with its settings as one ``SleepConfig`` (``settings.every`` and
-    ``settings.pool_optimizer_state`` are not used here: the caller pools the optimiser state)."""
+    """``share_weights_`` with its settings as one ``SleepConfig``, in place.
+
+    ``settings.every`` and ``settings.pool_optimizer_state`` are not used here: the caller pools the
+    optimiser state.
+
+    Args:
+        module: a model, or a single LocallyConnected2d.
+        settings: the sleep settings (mode, pools, iterations, batch size, gamma, lr, options).
+        seed: base seed; the i-th LC layer draws its noise with ``seed + i``.
+        layers: names (as in ``named_modules``) of the LC layers to share; None shares all.
+
+    Returns:
+        A ``SharingReport`` with the settings and one ``LayerReport`` per shared layer.
+
+    Raises:
+        ValueError: if ``layers`` names a module that is not an LC layer of ``module`` (checked before
+            any layer changes).
+    """
     mode, pools, options = settings.mode, settings.pools, dict(settings.options)
     iterations, batch_size, gamma, lr = settings.iterations, settings.batch_size, settings.gamma, settings.lr
     rate_options = settings.rate_options

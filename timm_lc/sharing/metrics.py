@@ -5,8 +5,9 @@ that weight and v its pool variance (population variance over the members). The 
 of ``m^2 / v`` over all those entries (docs/method.md section 4: it measures the distance from the
 k^2-group solution that sharing produces, not from a full convolution). Statistics are computed in
 float64 for float64 weights and float32 otherwise; ``v`` is floored at that precision's resolution
-of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2) instead of inf. The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters:
-1 for unrelated zero-mean filters, 0 when shared.
+of m, so filters equal to float precision give a large finite SNR (<= 1/eps^2) instead of inf.
+The relative deviation is ``|w - pool mean| / |w|`` over all pooled filters: 1 for unrelated
+zero-mean filters, 0 when shared.
 """
 import math
 from typing import Dict, Optional

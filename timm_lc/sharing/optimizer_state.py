@@ -20,7 +20,16 @@ __all__ = ["pool_optimizer_state_", "weight_shaped_state"]
 
 
 def weight_shaped_state(optimizer: torch.optim.Optimizer, weight: Tensor) -> Dict[str, Tensor]:
-    """The state tensors ``optimizer`` keeps for ``weight`` that have the weight's shape, by state name."""
+    """The state tensors ``optimizer`` keeps for ``weight`` that have the weight's shape (Adam's moments, momentum).
+
+    Args:
+        optimizer: the optimiser whose ``state`` is read.
+        weight: the parameter whose state is wanted.
+
+    Returns:
+        The weight-shaped state tensors by state name (the tensors themselves, not copies); empty when
+        the optimiser keeps no state for ``weight`` yet.
+    """
     state = optimizer.state.get(weight, {})
     return {name: value for name, value in state.items()
             if isinstance(value, Tensor) and value.shape == weight.shape}

@@ -16,7 +16,8 @@ Euler is stable only for ``dt < 2 tau / (1 + alpha)`` (the inhibitory loop oscil
 ``sqrt(alpha)/tau``); the default ``dt = tau / (1 + alpha)`` damps it fastest, and the default
 number of steps settles to ``tol``. Cost grows like alpha: this mode models the biology; use
 ``hebbian`` for speed. With the paper's gamma = 1e-5 any affordable alpha lets the pool means decay
-over long sleeps (the fixed point above is ~gamma (1+alpha) wbar); study it with a larger gamma. Pools with a single member have no partner to share with and are untouched.
+over long sleeps (the fixed point above is ~gamma (1+alpha) wbar); study it with a larger gamma.
+Pools with a single member have no partner to share with and are untouched.
 """
 from typing import Optional
 

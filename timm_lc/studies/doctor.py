@@ -44,8 +44,8 @@ from ..layers.first_use import clear_first_use_checks
 from ..layers.kernels import triton_kernels
 from ..layers.lc_function import select_kernel
 
-__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "first_use_decision", "run_tests",
-           "run_layer_bench", "run_sleep", "run_train", "section_ok", "train_throughput"]
+__all__ = ["H200_BF16_DENSE_TFLOPS", "PLANS", "SECTIONS", "Plan", "environment", "error_record", "first_use_decision",
+           "run_tests", "run_layer_bench", "run_sleep", "run_train", "section_ok", "train_throughput"]
 
 # H200 SXM dense BF16 tensor-core peak: NVIDIA's data sheet gives 1,979 TFLOP/s with 2:4 sparsity,
 # half of it dense (the H100 SXM's figure: the same GH100 compute); the H200 NVL is lower (about
@@ -85,6 +85,14 @@ PLANS = {
 
 
 def error_record(err: BaseException) -> Dict[str, Any]:
+    """What a failed section or row records instead of its result (the doctor never stops at an error).
+
+    Args:
+        err: the exception being handled.
+
+    Returns:
+        ``error`` (type and message) and the last 4000 characters of its ``traceback``.
+    """
     return {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
 
 
@@ -93,6 +101,16 @@ def _tail(text: str, chars: int = 4000) -> str:
 
 
 def environment(device: str, peak_tflops: float) -> Dict[str, Any]:
+    """The software and device the doctor runs on, for the JSON's header.
+
+    Args:
+        device: 'cuda' or 'cpu'.
+        peak_tflops: the bf16 dense peak the layer section rates against (recorded as given).
+
+    Returns:
+        The Python, torch, CUDA and Triton versions (or why Triton does not import), the GPU's name,
+        capability and memory (CUDA), the LC kernel setting and what ``auto`` resolves to for groups 1 and 2.
+    """
     env: Dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
                            "cuda": torch.version.cuda, "device": device, "peak_bf16_tflops": peak_tflops}
     try:
@@ -111,11 +129,10 @@ def environment(device: str, peak_tflops: float) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------- tests
-def run_tests(plan: Plan, timeout_s: float) -> Dict[str, Any]:
+def run_tests(timeout_s: float) -> Dict[str, Any]:
     """Runs the package's CUDA checks (``cuda_checks.checks()``) in this process.
 
     Args:
-        plan: the doctor's plan (its fields do not change the checks).
         timeout_s: checks that would start after this many seconds are skipped (and fail the section).
 
     Returns:
@@ -182,7 +199,16 @@ def first_use_decision(shape: LayerShape, device: str) -> Dict[str, Any]:
 
     The check runs twice: on the first step (with the Triton compilation and autotuning it
     triggers), then, after its verdicts are forgotten, on compiled kernels, whose ``check_s``
-    is the check's own one-time cost, reported next to a steady step's time.
+    is the check's own one-time cost, reported next to a steady step's time. The LC kernel setting
+    is restored afterwards.
+
+    Args:
+        shape: the layer shape to check.
+        device: where to run it.
+
+    Returns:
+        The checked ``geometry``, the chosen ``kernel``, the check's ``error``, ``check_ms``, ``step_ms``
+        and ``check_over_step``; or a ``decision`` note and ``step_ms`` when ``auto`` made no check.
     """
     step = _amp("ours", shape, device, "auto")
     previous = get_lc_kernel()
@@ -241,7 +267,20 @@ def _layer_row(shape: LayerShape, plan: Plan, device: str, peak_tflops: float) -
 
 
 def run_layer_bench(plan: Plan, device: str, peak_tflops: float) -> Dict[str, Any]:
-    """One row per layer shape (an error in one shape is recorded there, the others still run)."""
+    """Times one AMP training step per LC kernel and the baselines, on each of the plan's layer shapes.
+
+    An error in one shape is recorded in its row, the others still run; the LC kernel setting is
+    restored afterwards.
+
+    Args:
+        plan: the doctor's plan (``shapes``, ``kernels``, ``iters``, ``repeats``).
+        device: where to run the steps.
+        peak_tflops: the bf16 dense peak each kernel's throughput is rated against.
+
+    Returns:
+        ``precision`` (a note on the step's dtypes) and ``rows``, one per shape: times of each kernel
+        and baseline, their ratios, TFLOP/s, share of the peak, peak memory and ``auto``'s first-use decision.
+    """
     previous = get_lc_kernel()
     rows = []
     try:
@@ -309,6 +348,18 @@ def train_throughput(model: str, precision: str, steps: int, batch_size: int, nu
     autotuning and compilation, so ``images_per_s`` averages the later ones where there are any.
     The rate is the training loop's: data loading (the demo's 1,437 images are a 5-batch epoch at
     batch 256, with the loader's workers started anew each epoch) and the model's sleeps included.
+
+    Args:
+        model: the timm name of the model to train.
+        precision: Accelerate's mixed precision ('bf16', 'fp16' or 'no').
+        steps: optimiser steps to train.
+        batch_size: images per step.
+        num_workers: data loader workers.
+        output_dir: the run directory (overwritten).
+
+    Returns:
+        ``images_per_s`` (mean over the intervals after the first), the rate and sleep fraction of each
+        interval, steps, training time, test accuracy and the LC kernel setting.
     """
     from ..run_dir import METRICS_NAME
     from timm_lc_settings.train import config_from_dict
@@ -350,7 +401,16 @@ def _train_subprocess(kwargs: Dict[str, Any], timeout_s: float) -> Dict[str, Any
 
 
 def run_train(plan: Plan, deadline: float) -> Dict[str, Any]:
-    """One training subprocess per precision, each in its own temporary run directory."""
+    """One training subprocess per precision, each in its own temporary run directory.
+
+    Args:
+        plan: the doctor's plan (``train_model``, ``precisions``, ``train_steps``, ``train_batch``, ``num_workers``).
+        deadline: a ``time.perf_counter()`` time; each subprocess may run until then, and at least 60 s.
+
+    Returns:
+        ``rows``: each precision's ``train_throughput`` result, or its error (a failed or timed-out
+        subprocess is recorded, the next precision still runs).
+    """
     rows = []
     for precision in plan.precisions:
         with tempfile.TemporaryDirectory(prefix="timm-lc-doctor-") as tmp:
@@ -365,6 +425,15 @@ def run_train(plan: Plan, deadline: float) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------- driver
 def section_ok(name: str, result: Dict[str, Any]) -> bool:
+    """Whether a section's result counts as a success for the exit status.
+
+    Args:
+        name: the section's name (one of ``SECTIONS``).
+        result: what the section recorded.
+
+    Returns:
+        False if the section erred or was skipped, the tests did not pass, or any of its rows holds an error.
+    """
     if "error" in result or "skipped" in result:
         return False
     if name == "tests":

@@ -113,6 +113,11 @@ class Setting:
     pool_optimizer_state: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
+        """The setting as a JSON-ready dict.
+
+        Returns:
+            ``{"optimizer", "lr", "pool_optimizer_state"}``, the keys of a selection record.
+        """
         return {"optimizer": self.optimizer, "lr": self.lr, "pool_optimizer_state": self.pool_optimizer_state}
 
 
@@ -134,19 +139,37 @@ def study_setup(study: str = "digits", epochs: Optional[int] = None, lr: Optiona
                 max_steps: Optional[int] = None, repeats: Optional[int] = None,
                 eval_samples: Optional[int] = None) -> Dict[str, Any]:
     """The TrainConfig keys shared by every variant of ``study`` (the budget: same epochs, batch, lr
-    schedule), with ``_``-prefixed keys that only some variants read."""
+    schedule), with ``_``-prefixed keys that only some variants read.
+
+    Args:
+        study: a key of ``STUDIES``.
+        epochs: training epochs (None: the study's); the lr decays at 1/2 and 3/4 of them.
+        lr: the AdamW learning rate (None: the study's).
+        batch_size: batch size (None: the study's).
+        train_samples: how many training images to use (None: the study's limit, if any).
+        max_steps: stop every run after this many optimiser steps (None: no limit).
+        repeats: the number of translated copies per image of ``lc_translations`` (None: the study's).
+        eval_samples: how many test images to evaluate on (None: all).
+
+    Returns:
+        The dict of TrainConfig keys, plus ``_study`` (the study's name) and ``_translations`` (the
+        keys ``lc_translations`` adds).
+
+    Raises:
+        ValueError: if ``study`` is unknown, or ``epochs``, the batch size or ``repeats`` is not a positive integer.
+    """
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; expected one of {', '.join(STUDIES)}")
     spec = STUDIES[study]
     epochs = spec.epochs if epochs is None else epochs
+    batch_size = spec.batch_size if batch_size is None else batch_size
     translations = dict(spec.translations, **({} if repeats is None else {"repeats": repeats}))
-    for key, value in (("epochs", epochs), ("batch_size", batch_size or spec.batch_size),
-                       ("repeats", translations["repeats"])):
-        if not isinstance(value, int) or value < 1:
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("repeats", translations["repeats"])):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}: expected a positive integer, got {value!r}")
     milestones = _milestones(epochs)
     return dict(
-        spec.data, epochs=epochs, max_steps=max_steps, batch_size=batch_size or spec.batch_size, opt="adamw",
+        spec.data, epochs=epochs, max_steps=max_steps, batch_size=batch_size, opt="adamw",
         lr=spec.lr if lr is None else lr, weight_decay=1e-4, sched="multistep", decay_milestones=milestones,
         decay_rate=0.25, max_train_samples=spec.train_samples if train_samples is None else train_samples,
         max_eval_samples=eval_samples,
@@ -158,7 +181,20 @@ def variant_config(variant: str, seed: int, setup: Dict[str, Any], runs_dir: Pat
                    setting: Optional[Setting] = None, selection: bool = False):
     """The TrainConfig of one (variant, seed) run, at ``setting`` (default: the study's AdamW lr).
 
-    ``selection``: train on 90% of the training images and evaluate on the other 10% (tuning).
+    Args:
+        variant: a key of ``VARIANTS``.
+        seed: the run's seed.
+        setup: the study's common keys, from ``study_setup``.
+        runs_dir: the directory the run's directory goes under (``<variant>/<run>``).
+        setting: the optimiser, lr and pooled optimiser state to train at (None: the study's AdamW lr).
+        selection: train on 90% of the training images and evaluate on the other 10% (tuning), with the
+            study's shorter selection budget when it has one and ``max_steps`` is unset.
+
+    Returns:
+        The validated ``TrainConfig``, set to overwrite its output directory.
+
+    Raises:
+        ValueError: if ``variant`` is unknown, or the resulting config is invalid.
     """
     from timm_lc_settings.train import config_from_dict
     if variant not in VARIANTS:
@@ -240,7 +276,21 @@ def _run_configs(configs: Sequence[Any], labels: Sequence[str], jobs: int, log) 
 
 def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, Any], runs_dir: Path,
               jobs: int = 1, log=print, choices: Optional[Dict[str, Setting]] = None) -> List[Dict[str, Any]]:
-    """Trains every (variant, seed), at ``choices[variant]`` if given; returns one record per run, in run order."""
+    """Trains every (variant, seed), at ``choices[variant]`` if given.
+
+    Args:
+        variants: the variants to train (keys of ``VARIANTS``).
+        seeds: the seeds; every variant trains once per seed.
+        setup: the study's common keys, from ``study_setup``.
+        runs_dir: the directory the run directories go under.
+        jobs: how many runs train at a time (more than 1: in spawned processes sharing the CPU threads).
+        log: called with a progress line as each run finishes.
+        choices: the setting of each variant (from ``tune_study``); a variant not in it trains at the study's lr.
+
+    Returns:
+        One record per run, seed by seed and variant by variant: ``variant``, ``seed``, ``test_acc``
+        (percent), the optimiser settings, training-loss record, wall time and run directory.
+    """
     plan = [(v, s) for s in seeds for v in variants]
     choices = choices or {}
     configs = [variant_config(v, s, setup, runs_dir, setting=choices.get(v)) for v, s in plan]
@@ -249,7 +299,14 @@ def run_study(variants: Sequence[str], seeds: Sequence[int], setup: Dict[str, An
 
 
 def tuning_grid(variant: str) -> List[Setting]:
-    """The settings a variant is selected from: each optimiser at its lrs, pooled state on and off when it shares."""
+    """The settings a variant is selected from: each optimiser at its lrs, pooled state on and off when it shares.
+
+    Args:
+        variant: the variant's name.
+
+    Returns:
+        The ``Setting`` of each grid point (pooled state only varies for ``SHARING_VARIANTS``).
+    """
     pooled = (False, True) if variant in SHARING_VARIANTS else (False,)
     return [Setting(opt, lr, pool) for opt, lrs in TUNE_LRS.items() for lr in lrs for pool in pooled]
 
@@ -271,6 +328,18 @@ def tune_study(variants: Sequence[str], setup: Dict[str, Any], runs_dir: Path, j
 
     The grid (``tuning_grid``) runs first for all variants; while a variant's best setting lies at
     the edge of its lr range the range is extended (``TUNE_EXTENSIONS`` times at most).
+
+    Args:
+        variants: the variants to tune.
+        setup: the study's common keys, from ``study_setup``.
+        runs_dir: the selection runs go under its ``selection`` subdirectory.
+        jobs: how many runs train at a time.
+        log: called with a progress line as each run finishes.
+
+    Returns:
+        A tuple of the selection records (``variant``, the setting's keys, ``val_acc``, ``train_acc``,
+        ``epoch_train_loss``, ``wall_time_s``), in run order, and each variant's chosen ``Setting``
+        (highest validation accuracy).
     """
     selection: List[Dict[str, Any]] = []
 
@@ -298,7 +367,14 @@ def tune_study(variants: Sequence[str], setup: Dict[str, Any], runs_dir: Path, j
 
 
 def summarise(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """Per variant (in run order): n, mean and sample std of test_acc (std 0 for one seed), mean time."""
+    """Per variant (in run order): n, mean and sample std of test_acc (std 0 for one seed), mean time.
+
+    Args:
+        runs: the run records of ``run_study``.
+
+    Returns:
+        A dict from variant to ``{"n", "mean", "std", "min", "max", "wall_time_s"}``.
+    """
     by_variant: Dict[str, List[Dict[str, Any]]] = {}
     for run in runs:
         by_variant.setdefault(run["variant"], []).append(run)
@@ -313,7 +389,18 @@ def summarise(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 
 def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each adjacent pair of the paper's ordering present in ``summary``: holds (means) and margin in std."""
+    """Each adjacent pair of the paper's ordering present in ``summary``: holds (means) and margin in std.
+
+    A pair ending in ``lc``, or a sharing variant before ``lc_translations``, must be strictly above; the others
+    may tie.
+
+    Args:
+        summary: the per-variant summary of ``summarise``.
+
+    Returns:
+        One dict per pair: ``pair`` (e.g. ``"conv >= lc_instant_1"``), ``difference`` of the means,
+        ``holds`` and ``within_noise`` (the difference is below the combined std).
+    """
     present = [v for v in EXPECTED_ORDER if v in summary]
     checks = []
     for a, b in zip(present, present[1:]):
@@ -330,7 +417,12 @@ def ordering_checks(summary: Dict[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
 def gap_closed(summary: Dict[str, Dict[str, Any]]) -> Dict[str, float]:
     """Per variant, the share of the conv - LC gap it closes: (acc - lc) / (conv - lc), in mean accuracy.
 
-    Empty when there is no gap (conv not above lc): then there is nothing to close.
+    Args:
+        summary: the per-variant summary of ``summarise``.
+
+    Returns:
+        A dict from each variant other than conv and lc to its share (1: as good as conv). Empty when
+        conv or lc is missing, or there is no gap (conv not above lc): then there is nothing to close.
     """
     if "conv" not in summary or "lc" not in summary:
         return {}
@@ -410,7 +502,15 @@ def _markdown(results: Dict[str, Any]) -> str:
 
 
 def write_results(results: Dict[str, Any], output: Path) -> Dict[str, Path]:
-    """Writes ``<name>.json``, ``.md`` and ``.png`` into ``output`` (atomically); returns their paths."""
+    """Writes ``<name>.json``, ``.md`` and ``.png`` into ``output`` (created if missing), each atomically.
+
+    Args:
+        results: the study's results (``setup``, ``runs``, ``summary``, ``ordering``, ``gap_closed``, ...).
+        output: the directory to write into; ``<name>`` is the study's results name.
+
+    Returns:
+        The path of each file, keyed by extension (``json``, ``md``, ``png``).
+    """
     import json
     name = STUDIES[results["setup"]["_study"]].results_name
     output.mkdir(parents=True, exist_ok=True)
@@ -430,6 +530,20 @@ def publish_checkpoints(results: Dict[str, Any], manifest: Path, cards_dir: Path
     The best sharing variant is the one with the highest mean test accuracy; of each chosen
     variant the seed with the highest test accuracy is published. Cards go into the run
     directory (``README.md``) and ``cards_dir``; entries (revision None until pushed) into ``manifest``.
+
+    Args:
+        results: the study's results (``setup``, ``runs``, ``summary``).
+        manifest: the path of the hub manifest to add the entries to.
+        cards_dir: the directory the model cards are also written to (created if missing).
+        org: the Hub organization of the repo ids.
+
+    Returns:
+        One dict per published run: ``variant``, ``seed``, ``test_acc``, ``model``, ``repo_id``, ``run_dir``,
+        ``sha256`` and the ``push`` command that uploads it.
+
+    Raises:
+        ValueError: if the study has no publish tag (it publishes no checkpoints). The errors of ``read_run``
+            (a run directory) and ``add_to_manifest`` (the manifest) pass through.
     """
     from timm_lc.hub import add_to_manifest, manifest_entry, render_model_card
     from timm_lc.run_dir import read_run

@@ -15,7 +15,19 @@ __all__ = ["placement_range", "PlaceOnCanvas"]
 
 
 def placement_range(canvas_size: int, object_size: int, shift: int) -> Tuple[int, int]:
-    """The (lowest, highest) top-left offset of an object within ``shift`` px of the canvas centre."""
+    """The (lowest, highest) top-left offset of an object within ``shift`` px of the canvas centre.
+
+    Args:
+        canvas_size: side of the square canvas, in pixels.
+        object_size: side of the object along the same axis.
+        shift: largest distance of the offset from the centred one; clipped to the canvas.
+
+    Returns:
+        ``(lowest, highest)`` offsets, both inclusive, within ``[0, canvas_size - object_size]``.
+
+    Raises:
+        ValueError: if ``canvas_size`` is smaller than ``object_size``.
+    """
     if canvas_size < object_size:
         raise ValueError(f"canvas_size: expected >= the object size {object_size}, got {canvas_size}")
     free = canvas_size - object_size

@@ -28,7 +28,15 @@ def _name(step: int) -> str:
 
 
 def list_checkpoints(run_dir: os.PathLike) -> List[Tuple[int, Path]]:
-    """Complete checkpoints of a run, oldest first, as ``(step, path)``."""
+    """Complete checkpoints of a run, oldest first, as ``(step, path)``.
+
+    Args:
+        run_dir: the run directory (its ``checkpoints/`` is searched).
+
+    Returns:
+        ``(step, path)`` of every ``step_<n>`` directory holding ``trainer_state.json``, by step;
+        empty when there is none.
+    """
     root = Path(run_dir) / CHECKPOINTS_DIR
     found = []
     if root.is_dir():
@@ -40,6 +48,14 @@ def list_checkpoints(run_dir: os.PathLike) -> List[Tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint of a run, the one ``--resume`` restores.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        The checkpoint directory with the highest step, or None when the run has none.
+    """
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
 
@@ -52,7 +68,12 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
 
 
 def remove_partial_checkpoints(run_dir: os.PathLike) -> None:
-    """Deletes leftovers of checkpoints interrupted while being written (main process only)."""
+    """Deletes leftovers of checkpoints interrupted while being written (main process only).
+
+    Args:
+        run_dir: the run directory; every hidden directory (``.step_<n>.tmp``/``.old``) under its
+            ``checkpoints/`` is removed.
+    """
     root = Path(run_dir) / CHECKPOINTS_DIR
     if root.is_dir():
         for path in root.iterdir():
@@ -61,14 +82,33 @@ def remove_partial_checkpoints(run_dir: os.PathLike) -> None:
 
 
 def prune_checkpoints(run_dir: os.PathLike, keep: int) -> None:
-    """Keeps the newest ``keep`` complete checkpoints (main process only)."""
+    """Keeps the newest ``keep`` complete checkpoints (main process only).
+
+    Args:
+        run_dir: the run directory.
+        keep: number of newest complete checkpoints to keep; 0 or less keeps them all.
+    """
     for _, path in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
 
 
 def save_checkpoint(accelerator, run_dir: os.PathLike, step: int, trainer_state: Dict[str, Any],
                     keep: int = 2) -> Path:
-    """Saves the full training state of all processes at ``step``, atomically; returns its directory."""
+    """Saves the full training state of all processes at ``step``, atomically; returns its directory.
+
+    Call it on every process (it waits for all of them); only the main process writes the trainer
+    state, renames the checkpoint into place (replacing one of the same step) and prunes old ones.
+
+    Args:
+        accelerator: the run's ``Accelerator`` (its ``save_state`` writes model, optimiser and RNG states).
+        run_dir: the run directory.
+        step: the optimiser step, which names the checkpoint.
+        trainer_state: the loop's counters (epoch, data position), stored with ``step`` in ``trainer_state.json``.
+        keep: number of newest complete checkpoints to keep; 0 or less keeps them all.
+
+    Returns:
+        The checkpoint directory, ``checkpoints/step_<8-digit step>``.
+    """
     root = Path(run_dir) / CHECKPOINTS_DIR
     final = root / _name(step)
     tmp = root / f".{_name(step)}.tmp"
@@ -95,7 +135,19 @@ def save_checkpoint(accelerator, run_dir: os.PathLike, step: int, trainer_state:
 
 def load_checkpoint(accelerator, path: os.PathLike) -> Dict[str, Any]:
     """Restores everything ``save_checkpoint`` saved (call after ``prepare`` and the registrations);
-    returns the trainer state."""
+    returns the trainer state.
+
+    Args:
+        accelerator: the run's ``Accelerator``, with the model, optimiser and stateful objects registered.
+        path: the checkpoint directory.
+
+    Returns:
+        The contents of its ``trainer_state.json`` (``step``, ``epoch``, data position).
+
+    Raises:
+        FileNotFoundError: if ``path`` holds no ``trainer_state.json`` (not a complete checkpoint).
+        ValueError: if Accelerate cannot load the state into this run (e.g. a different model).
+    """
     path = Path(path)
     state_file = path / TRAINER_STATE
     if not state_file.is_file():

@@ -79,7 +79,14 @@ _BY_HUB_ID = {spec.hub_id.lower(): name for name, spec in DATASETS.items()}
 
 
 def resolve_spec(dataset: str) -> Optional[DatasetSpec]:
-    """The spec of a known data set by short name (``cifar10``) or hub id (``uoft-cs/cifar10``)."""
+    """The spec of a known data set by short name (``cifar10``) or hub id (``uoft-cs/cifar10``).
+
+    Args:
+        dataset: a short name or hub id, in any letter case.
+
+    Returns:
+        Its ``DatasetSpec``, or None when the data set is not one of ``DATASETS``.
+    """
     key = dataset.lower()
     key = _BY_HUB_ID.get(key, key)
     return DATASETS.get(key)
@@ -285,6 +292,11 @@ class EpochSampler(Sampler):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Sets the epoch whose order (and ``(epoch, index)`` keys) the next iteration yields.
+
+        Args:
+            epoch: the epoch index.
+        """
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -345,7 +357,20 @@ HOLDOUT_SEED = 0  # the held-out validation images are the same for every seed a
 
 
 def holdout_split(num_images: int, fraction: float) -> Tuple[List[int], List[int]]:
-    """(kept, held out) indices: a fixed random ``fraction`` of ``num_images`` held out, each list ascending."""
+    """(kept, held out) indices: a fixed random ``fraction`` of ``num_images`` held out, each list ascending.
+
+    The permutation is seeded by ``HOLDOUT_SEED``, not the training seed, so every run holds out the same images.
+
+    Args:
+        num_images: size of the training split.
+        fraction: share of the images to hold out (at least one image).
+
+    Returns:
+        ``(kept, held)``: the training and held-out indices, each sorted.
+
+    Raises:
+        ValueError: if holding out ``fraction`` leaves no image to train on.
+    """
     held = max(1, round(num_images * fraction))
     if held >= num_images:
         raise ValueError(f"val_fraction {fraction} of {num_images} training images leaves none to train on")
@@ -386,6 +411,19 @@ def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
     With ``val_fraction`` the evaluation set is that fraction of the training images, held out
     (the test split is not read); with ``object_size`` every image is placed on a canvas
     (``canvas``).
+
+    Args:
+        cfg: the resolved run configuration (data set, splits, sample limits, augmentation, seed).
+        with_train: whether to build the training set; False for evaluation only.
+
+    Returns:
+        A ``DataBundle`` with the data sets, class and channel counts, input size and normalisation.
+
+    Raises:
+        DatasetUnavailableError: if the data set is neither cached nor reachable.
+        FileNotFoundError: if ``cfg.dataset_path`` is not a directory.
+        ValueError: if ``img_size`` differs from ``canvas_size`` for canvas placements, a split or an
+            image/label column is missing, or ``val_fraction`` leaves no training image.
     """
     if cfg.dataset == "demo":
         return _demo_data(cfg, with_train)
@@ -428,7 +466,20 @@ def build_data(cfg: TrainConfig, with_train: bool = True) -> DataBundle:
 
 
 def build_train_loader(bundle: DataBundle, cfg: TrainConfig) -> Tuple[DataLoader, EpochSampler]:
-    """The shuffled, seeded training loader (drop_last) and its sampler; call ``sampler.set_epoch``."""
+    """The shuffled, seeded training loader (drop_last) and its sampler; call ``sampler.set_epoch``.
+
+    Args:
+        bundle: the run's data; its ``train`` set is used.
+        cfg: the run configuration (``batch_size`` images per batch, each as ``repeats`` views;
+            ``num_workers``, ``seed``).
+
+    Returns:
+        ``(loader, sampler)``: batches of ``batch_size * repeats`` images with their labels, and the
+        ``EpochSampler`` that orders them.
+
+    Raises:
+        ValueError: if the training set has fewer images than ``batch_size``.
+    """
     dataset = RepeatedViews(bundle.train, cfg.repeats)
     sampler = EpochSampler(len(dataset), seed=cfg.seed)
     if len(dataset) < cfg.batch_size:
@@ -441,6 +492,14 @@ def build_train_loader(bundle: DataBundle, cfg: TrainConfig) -> Tuple[DataLoader
 
 
 def build_eval_loader(bundle: DataBundle, cfg: TrainConfig) -> DataLoader:
-    """The evaluation loader, in data set order."""
+    """The evaluation loader, in data set order.
+
+    Args:
+        bundle: the run's data; its ``eval`` set is used.
+        cfg: the run configuration (``eval_batch_size``, else twice ``batch_size``; ``num_workers``).
+
+    Returns:
+        An unshuffled ``DataLoader`` of ``(images, labels)`` batches.
+    """
     return DataLoader(bundle.eval, batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
                       num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))

@@ -27,7 +27,17 @@ DIGITS_STD = (0.3760,)
 
 
 def load_digits_split(split: str) -> Tuple[Tensor, Tensor]:
-    """Returns ``(images (N, 8, 8) float in [0, 1], labels (N,) int64)`` of the fixed train or test split."""
+    """Returns ``(images (N, 8, 8) float in [0, 1], labels (N,) int64)`` of the fixed train or test split.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+
+    Returns:
+        ``(images, labels)`` of the split, in a fixed shuffled order.
+
+    Raises:
+        ValueError: if ``split`` is neither ``"train"`` nor ``"test"``.
+    """
     if split not in ("train", "test"):
         raise ValueError(f"demo data set: expected split 'train' or 'test', got {split!r}")
     from sklearn.datasets import load_digits
@@ -71,7 +81,17 @@ class DigitsCanvas(torch.utils.data.Dataset):
         return len(self.labels)
 
     def offset(self, index: int, epoch: int = 0, repeat: int = 0) -> Tuple[int, int]:
-        """Top-left corner of image ``index`` in ``epoch`` (``repeat``: which of its augmented copies)."""
+        """Top-left corner of image ``index`` in ``epoch`` (``repeat``: which of its augmented copies).
+
+        Args:
+            index: the image's index in this data set.
+            epoch: the training epoch (ignored for fixed placements).
+            repeat: which augmented copy of the image (ignored for fixed placements).
+
+        Returns:
+            ``(top, left)`` in pixels: seeded by (seed, epoch, index, repeat) in training, else the
+            image's fixed placement.
+        """
         if not self.train:
             top, left = self._fixed[index].tolist()
             return top, left

@@ -20,6 +20,20 @@ def evaluate_accuracy(model: nn.Module, loader, accelerator=None, channels_last:
 
     With an ``accelerator`` the loader is expected to be prepared (sharded); predictions are
     gathered from all processes (``gather_for_metrics`` drops the padding of the last batch).
+    The model runs in eval mode, without gradients, and is left in the mode it was in.
+
+    Args:
+        model: the classifier to evaluate.
+        loader: yields ``(images, targets)`` batches.
+        accelerator: the run's ``Accelerator`` (autocast and gathering); None moves each batch to the
+            model's device and evaluates on this process alone.
+        channels_last: convert the images to channels-last memory format first.
+
+    Returns:
+        ``{"accuracy": percent, "loss": mean cross-entropy, "count": number of images}``.
+
+    Raises:
+        ValueError: if the loader yields no images.
     """
     was_training = model.training
     model.eval()
@@ -51,6 +65,18 @@ def load_model_for_eval(name: str, pretrained: bool = False) -> Tuple[nn.Module,
     Run directories, ``local-dir:`` and ``hf-hub:`` names go through :mod:`timm_lc.hub`, which checks
     the checkpoint first (clear errors for a missing or corrupt file, an unknown repo or revision, an
     unregistered architecture) and reads its config.json (data set, recipe) for the evaluation.
+
+    Args:
+        name: a run directory, an ``hf-hub:`` / ``local-dir:`` name, or a timm model name.
+        pretrained: for a timm model name, load its published weights (else random weights).
+
+    Returns:
+        ``(model, config)``: the model and its checkpoint's config.json, ``{}`` for a timm model name.
+
+    Raises:
+        ValueError: if ``name`` is none of the above.
+        HubError: if a checkpoint cannot be found, downloaded or read (from :mod:`timm_lc.hub`).
+        FileNotFoundError: if a run directory lacks config.json or weights.
     """
     import timm
     from timm_lc.hub import load_pretrained_model, resolve_checkpoint
@@ -63,7 +89,16 @@ def load_model_for_eval(name: str, pretrained: bool = False) -> Tuple[nn.Module,
 
 
 def check_input_fits(model: nn.Module, name: str, data) -> None:
-    """The data's images have the channels (and, for a fixed-size model, the size) the model takes."""
+    """Checks that the data's images have the channels (and, for a fixed-size model, the size) the model takes.
+
+    Args:
+        model: a timm model (its pretrained cfg gives the input size).
+        name: the model's name, for the message.
+        data: the ``DataBundle`` to evaluate on (``in_chans``, ``img_size``, ``name``).
+
+    Raises:
+        ValueError: if the channels differ, or the model has a fixed input size other than the data's.
+    """
     from timm.data import resolve_model_data_config
     config = resolve_model_data_config(model)
     c, h, w = config["input_size"]

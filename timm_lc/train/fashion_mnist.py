@@ -21,7 +21,12 @@ _FILES = {"train": "train", "test": "t10k"}
 
 
 def local_dir() -> Optional[Path]:
-    """The directory holding the IDX files, or None when they are not installed."""
+    """The directory holding the IDX files, or None when they are not installed.
+
+    Returns:
+        ``TIMM_LC_FASHION_MNIST_DIR`` (default ``/usr/share/datasets/fashion-mnist``) if it holds
+        ``train-images-idx3-ubyte.gz``, else None.
+    """
     root = Path(os.environ.get("TIMM_LC_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
     return root if (root / "train-images-idx3-ubyte.gz").is_file() else None
 
@@ -40,7 +45,17 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_split(split: str, root: Path, max_samples: Optional[int] = None):
     """One split (``train`` or ``test``) as a ``datasets.Dataset`` with ``image`` and ``label`` columns.
 
-    ``max_samples`` keeps the first n images (encoding all 60,000 takes ~10 s).
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: the directory holding the gzipped IDX files (see ``local_dir``).
+        max_samples: keep only the first n images (None: all); fewer images are quicker to encode.
+
+    Returns:
+        The split as a ``datasets.Dataset`` (``image``: PIL image, ``label``: ``ClassLabel``).
+
+    Raises:
+        ValueError: if ``split`` is unknown or a file is not an unsigned-byte IDX file.
+        FileNotFoundError: if the split's IDX files are missing from ``root``.
     """
     import datasets
     if split not in _FILES:

@@ -50,7 +50,14 @@ class RunExistsError(FileExistsError):
 
 
 def resolve_output_dir(cfg: TrainConfig) -> Path:
-    """``cfg.output_dir`` or ``runs/<run name>`` (the recipe's name, ``demo`` for the default)."""
+    """``cfg.output_dir`` or ``runs/<run name>`` (the recipe's name, ``demo`` for the default).
+
+    Args:
+        cfg: the run configuration.
+
+    Returns:
+        The run directory (not created here).
+    """
     return Path(cfg.output_dir or Path("runs") / (cfg.name or "demo"))
 
 
@@ -67,7 +74,17 @@ def _check_output_dir(cfg: TrainConfig, out: Path) -> None:
 
 def create_run_model(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """``timm.create_model(cfg.model, ...)`` sized for the data (``img_size`` only for a registered fixed-size
-    architecture; an ``hf-hub:`` / ``local-dir:`` checkpoint keeps the size its config.json records)."""
+    architecture; an ``hf-hub:`` / ``local-dir:`` checkpoint keeps the size its config.json records).
+
+    Args:
+        cfg: the run configuration (``model``, ``num_classes``, ``model_kwargs``, which override the rest).
+        num_classes: the data's class count, used unless ``cfg.num_classes`` is set.
+        in_chans: the data's image channels.
+        img_size: the data's image size.
+
+    Returns:
+        The new model (random or checkpoint weights, as ``cfg.model`` names them).
+    """
     import timm
     from timm.models import get_pretrained_cfg, parse_model_name, split_model_name_tag
     import timm_lc.models  # noqa: F401  (registers the lc_resnet* models)
@@ -86,7 +103,22 @@ def check_memory(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: in
                  local_processes: int = 1) -> int:
     """Refuses a job whose weights alone (fp32 weights, gradients, optimiser state) exceed the free
     RAM or GPU memory, before anything is allocated: one clear error instead of an OOM kill.
-    Counts the weights on the meta device; returns the count."""
+    Counts the weights on the meta device; returns the count.
+
+    Args:
+        cfg: the run configuration (model, optimiser, EMA).
+        num_classes: the data's class count.
+        in_chans: the data's image channels.
+        img_size: the data's image size.
+        device: the device the run trains on (CUDA: its free memory; else the available RAM).
+        local_processes: training processes on this machine, which share its RAM.
+
+    Returns:
+        The number of weights of the model.
+
+    Raises:
+        ValueError: if the estimated memory exceeds what is free.
+    """
     import psutil
     with torch.device("meta"):
         weights = sum(p.numel() for p in create_run_model(cfg, num_classes, in_chans, img_size).parameters())
@@ -117,7 +149,15 @@ def _scalars(cfg: TrainConfig) -> Dict[str, Any]:
 
 
 def build_sleep(cfg: TrainConfig, model: nn.Module) -> Optional[SleepPhase]:
-    """The run's SleepPhase: the model's own settings (``_hebb`` models) updated by the ``sleep_*`` keys."""
+    """The run's SleepPhase: the model's own settings (``_hebb`` models) updated by the ``sleep_*`` keys.
+
+    Args:
+        cfg: the run configuration (``sleep``, ``sleep_*`` keys, ``seed``).
+        model: the run's model; its ``sleep_cfg``, if any, gives the base settings.
+
+    Returns:
+        The ``SleepPhase``, or None when the run does not sleep.
+    """
     settings = cfg.sleep_settings(getattr(model, "sleep_cfg", None))
     return None if settings is None else SleepPhase.from_settings(settings, seed=cfg.seed)
 
@@ -482,7 +522,6 @@ def evaluate(job: Job, state: State) -> Dict[str, Any]:
         values["sleep_time"] = sleep.sleep_time
         values["num_sleeps"] = sleep.num_sleeps
     job.log("eval", state.step, **values)
-    job.model.train()
     return values
 
 

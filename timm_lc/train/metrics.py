@@ -39,13 +39,24 @@ class MetricsWriter:
         self.constant = dict(constant or {})
 
     def truncate_after(self, step: int) -> None:
-        """Drops records logged after ``step`` and "final" records (resume), rewriting the file atomically."""
+        """Drops records logged after ``step`` and "final" records (resume), rewriting the file atomically.
+
+        Args:
+            step: the step of the checkpoint the run resumes from; records up to it are kept.
+        """
         if not self.enabled or not self.path.is_file():
             return
         keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step and r.get("event") != "final"]
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def log(self, event: str, step: int, **values: Any) -> None:
+        """Appends one record (with the ``constant`` values) to the file; nothing when disabled.
+
+        Args:
+            event: the record's kind ("train", "sleep", "eval", ...).
+            step: the optimiser step it belongs to.
+            **values: the record's values; non-finite floats are written as null, one-element tensors as numbers.
+        """
         if not self.enabled:
             return
         record = _clean({"event": event, "step": step, **self.constant, **values})

@@ -30,8 +30,15 @@ def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
 
 
 def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo): there a
-    bf16 matmul is faster than fp32; without them (AVX2, AVX-512) it is slower."""
+    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo), which
+    decides whether a CPU run defaults to bf16 mixed precision.
+
+    Args:
+        cpuinfo: the cpuinfo file to read.
+
+    Returns:
+        True if a ``flags`` line lists ``amx_bf16``; False otherwise or when the file cannot be read.
+    """
     try:
         with open(cpuinfo) as f:
             return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
@@ -58,7 +65,17 @@ def _model_input_size(model: str) -> Optional[int]:
 
 def trackers_for(report_to: str) -> Optional[Union[str, List[str]]]:
     """Accelerate's ``log_with`` for ``report_to``: None, "all", or the named trackers (each checked
-    known and installed, so a typo or a missing package fails before the run starts)."""
+    known and installed, so a typo or a missing package fails before the run starts).
+
+    Args:
+        report_to: comma-separated tracker names, ``all``, or ``none`` / empty.
+
+    Returns:
+        None for no tracker, ``"all"``, or the list of lower-cased tracker names.
+
+    Raises:
+        ValueError: if a name is not an Accelerate tracker or its package is not installed.
+    """
     names = [n.strip().lower() for n in report_to.split(",") if n.strip()]
     if names in ([], ["none"]):
         return None

@@ -135,7 +135,16 @@ class SleepPhase:
 
     @classmethod
     def from_settings(cls, settings: SleepConfig, seed: int = 0, sync: str = "check") -> "SleepPhase":
-        """A SleepPhase with the settings of a ``SleepConfig``."""
+        """A SleepPhase with the settings of a ``SleepConfig``.
+
+        Args:
+            settings: the sleep settings.
+            seed: base seed of the sleep noise.
+            sync: ``"check"``, ``"broadcast"`` or ``"none"`` (see the class docstring).
+
+        Returns:
+            The new ``SleepPhase``.
+        """
         return cls(**settings.to_dict(), seed=seed, sync=sync)
 
     every = property(lambda self: self.settings.every, doc="optimiser steps between sleep phases")
@@ -151,7 +160,19 @@ class SleepPhase:
 
     @classmethod
     def from_model(cls, model: nn.Module, **overrides: Any) -> "SleepPhase":
-        """A SleepPhase with a ``_hebb`` model's settings (``model.sleep_cfg``); ``None`` overrides are ignored."""
+        """A SleepPhase with a ``_hebb`` model's settings (``model.sleep_cfg``); ``None`` overrides are ignored.
+
+        Args:
+            model: the model, possibly wrapped (DDP, ``torch.compile``); its ``sleep_cfg``, else its
+                pretrained cfg's ``sleep``, gives the settings.
+            **overrides: ``SleepPhase`` arguments that replace the model's settings.
+
+        Returns:
+            The new ``SleepPhase``.
+
+        Raises:
+            ValueError: if the model carries no sleep settings, or a setting is invalid.
+        """
         inner = _unwrap(model)
         cfg = getattr(inner, "sleep_cfg", None)
         if cfg is None:
@@ -165,7 +186,11 @@ class SleepPhase:
         return cls(**kwargs)
 
     def config(self) -> Dict[str, Any]:
-        """The settings plus the seed, as stored in a checkpoint's state."""
+        """The settings plus the seed, as stored in a checkpoint's state.
+
+        Returns:
+            The ``SleepConfig`` fields as a dict, with ``seed``.
+        """
         return {**self.settings.to_dict(), "seed": self.seed}
 
     def __repr__(self) -> str:
@@ -200,7 +225,23 @@ class SleepPhase:
     @torch.no_grad()
     def sleep(self, accelerator, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
               probe: Optional[Callable[[], float]] = None) -> SharingReport:
-        """Runs one sleep phase now (seeded by the current step) and synchronises the processes."""
+        """Runs one sleep phase now (seeded by the current step) and synchronises the processes.
+
+        The noise is seeded by ``(seed, num_updates)``; the time spent is added to ``sleep_time``.
+
+        Args:
+            accelerator: the run's ``Accelerator``.
+            model: the (prepared) model; its unwrapped module is shared in place.
+            optimizer: the (prepared) optimiser; required when ``pool_optimizer_state`` is on.
+            probe: returns the training loss of the current weights; called just before and just after the share.
+
+        Returns:
+            The ``SharingReport`` of the sleep (``loss_before``/``loss_after`` set with a probe).
+
+        Raises:
+            ValueError: if ``pool_optimizer_state`` is on and no optimiser is given.
+            RuntimeError: under FSDP, DeepSpeed or Megatron-LM, which shard the weights.
+        """
         from timm_lc.sharing import pool_optimizer_state_, share_with_
         _refuse_sharded(accelerator.distributed_type)
         if self.pool_optimizer_state and optimizer is None:
@@ -257,11 +298,20 @@ class SleepPhase:
             dist.broadcast(tensor.data, src=0)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Counters and settings, for ``accelerator.register_for_checkpointing(sleep)``."""
+        """Counters and settings, for ``accelerator.register_for_checkpointing(sleep)``.
+
+        Returns:
+            ``num_updates``, ``num_sleeps``, ``sleep_time`` and ``config`` (see ``config``).
+        """
         return {"num_updates": self.num_updates, "num_sleeps": self.num_sleeps, "sleep_time": self.sleep_time,
                 "config": self.config()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores the counters of ``state_dict``, warning when the saved settings differ from these.
+
+        Args:
+            state: a ``state_dict`` result; the settings in use are kept either way.
+        """
         saved = state.get("config")
         if saved is not None and saved != self.config():
             warnings.warn(f"SleepPhase: resuming with settings {self.config()} differing from the checkpoint's {saved}")

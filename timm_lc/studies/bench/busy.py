@@ -31,7 +31,16 @@ def _busy_loop() -> subprocess.Popen:
 
 
 def run(quick: bool = True, device: str = "cpu") -> List[dict]:
-    """One row per workload: its best time idle and beside a busy loop, and the slowdown."""
+    """One row per workload: its best time idle and beside a busy loop, and the slowdown.
+
+    Args:
+        quick: smaller batches and fewer repeats.
+        device: where the models and data go.
+
+    Returns:
+        One dict per workload with the ``COLUMNS`` keys: threads, OpenMP spin setting, idle and busy
+        times in ms and their ratio.
+    """
     import timm
     import timm_lc.models  # noqa: F401
 

@@ -66,6 +66,19 @@ def _measure(processes: int, threads: int, iterations: int) -> float:
 
 
 def run(quick: bool = True, device: str = "cpu") -> List[dict]:
+    """Times one sleep of ``MODEL`` in 1 process with every thread and in 2 with half each.
+
+    Args:
+        quick: sleep 10 iterations instead of 100.
+        device: only 'cpu' is measured; any other device gives no rows.
+
+    Returns:
+        One dict per process count with the ``COLUMNS`` keys (``vs_one_process``: its sleep time over the
+        single process's), or an empty list off the CPU.
+
+    Raises:
+        subprocess.CalledProcessError: if a measurement subprocess fails.
+    """
     if device != "cpu":
         return []  # one GPU per process: measured by the doctor on a multi-GPU machine, not here
     iterations = 10 if quick else 100

@@ -85,7 +85,16 @@ def sleep_phase(model: torch.nn.Module) -> Callable[[], None]:
 
 
 def run(quick: bool = True, device: str = "cpu") -> List[dict]:
-    """One row per precision and variant: step time, sleep time and images/s (see the module docstring)."""
+    """One row per precision and variant: step time, sleep time and images/s (see the module docstring).
+
+    Args:
+        quick: small batches, one timed step and sleep, and compilation in fp32 only.
+        device: where the models and data go (the batch is larger off the CPU).
+
+    Returns:
+        One dict per precision and variant (conv, lc, compiled lc, lc with a sleep every N steps) with
+        the ``COLUMNS`` keys it has.
+    """
     import timm
     import timm_lc.models  # noqa: F401
 
