@@ -1,7 +1,7 @@
 """timm-lc bench plumbing on tiny shapes (the measurements themselves are not asserted: noisy)."""
 import torch
 
-from timm_lc.studies.bench import format_table
+from timm_lc.studies.bench import format_table, replace_section
 from timm_lc.studies.bench.layer import LayerShape, ReferenceLC, make_step, peak_memory_in_subprocess
 from timm_lc.studies.measure import time_steps
 from timm_lc.layers import LocallyConnected2d
@@ -34,6 +34,32 @@ def test_peak_memory_sees_the_reference_unfold():
 def test_format_table():
     table = format_table([{"a": 1, "b": 2.5}, {"a": 3}], ["a", "b", "missing"])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| 3 |  |"]
+
+
+def test_replace_section_rewrites_only_its_own_block():
+    doc = "# Perf\n\nprose\n\n<!-- bench:layer -->\nold table\n<!-- /bench:layer -->\n\nafter\n"
+    new = replace_section(doc, "layer", "new table")
+    assert new == doc.replace("old table", "new table")
+    assert replace_section(new, "busy", "busy table").endswith(
+        "after\n\n## busy\n\n<!-- bench:busy -->\nbusy table\n<!-- /bench:busy -->\n")
+    assert replace_section("", "busy", "t") == "## busy\n\n<!-- bench:busy -->\nt\n<!-- /bench:busy -->\n"
+
+
+def test_bench_markdown_rewrites_the_tables_of_the_sections_it_ran(tmp_path, monkeypatch, capsys):
+    """``timm-lc bench --markdown`` (measurements replaced by fixed rows: only the writing is tested)."""
+    from timm_lc.studies.bench import busy, training
+    from timm_lc_cli.bench import main
+
+    monkeypatch.setattr(busy, "run", lambda quick, device: [{"workload": "layer", "slowdown": 1.5}])
+    monkeypatch.setattr(training, "run", lambda quick, device: [{"variant": "LC", "images_per_s": 9.0}])
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Perf\n\nKept prose.\n\n<!-- bench:busy -->\nstale\n<!-- /bench:busy -->\n\nTail.\n")
+    assert main(["--sections", "busy", "training", "--quick", "--device", "cpu", "--markdown", str(doc)]) == 0
+    text = doc.read_text()
+    assert "stale" not in text and "Kept prose." in text and "Tail." in text
+    assert "`timm-lc bench --sections busy --quick` (cpu, " in text and "| layer | 1.5 |" in text
+    assert text.index("Tail.") < text.index("## training") < text.index("| LC | 9.0 |")
+    assert "| layer | 1.5 |" in capsys.readouterr().out
 
 
 def test_ddp_sleep_section_times_a_real_two_process_sleep():

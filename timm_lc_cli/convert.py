@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser.
     """
-    p = argparse.ArgumentParser(prog="timm-lc convert", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="timm-lc convert", allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("model", help="timm model name (e.g. resnet18, resnet18.a1_in1k, hf-hub:org/repo)")
     p.add_argument("--input-size", type=int, nargs=3, required=True, metavar=("C", "H", "W"),
                    help="fixed input size of the LC model")

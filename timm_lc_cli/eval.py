@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser.
     """
-    p = argparse.ArgumentParser(prog="timm-lc eval", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="timm-lc eval", allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("model", help="run directory, hf-hub:ORG/REPO, local-dir:PATH or a timm model name")
     p.add_argument("--dataset", help="data set (default: the run's); demo, cifar10, cifar100, tinyimagenet, "
                                      "imagenet, a hub id or a local folder")

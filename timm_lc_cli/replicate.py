@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="variants to train, of timm_lc.studies.replicate.VARIANTS (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
     parser.add_argument("--steps", type=int, default=None, help="stop every run after this many optimiser steps")
-    parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the study's; --tune chooses its own)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="AdamW learning rate (default: the study's; --tune chooses its own)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the study's)")
     parser.add_argument("--train-samples", type=int, default=None,
                         help="training images (default: the study's; digits: all 1,437)")
