@@ -57,7 +57,8 @@ def test_bench_markdown_rewrites_the_tables_of_the_sections_it_ran(tmp_path, mon
     assert main(["--sections", "busy", "training", "--quick", "--device", "cpu", "--markdown", str(doc)]) == 0
     text = doc.read_text()
     assert "stale" not in text and "Kept prose." in text and "Tail." in text
-    assert "`timm-lc bench --sections busy --quick` (cpu, " in text and "| layer | 1.5 |" in text
+    assert "`timm-lc bench --sections busy --quick` on " in text and " CPU cores with " in text
+    assert "| layer | 1.5 |" in text
     assert text.index("Tail.") < text.index("## training") < text.index("| LC | 9.0 |")
     assert "| layer | 1.5 |" in capsys.readouterr().out
 

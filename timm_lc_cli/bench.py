@@ -49,6 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from timm_lc._io import write_text_atomic
     from timm_lc.studies.bench import SECTIONS, format_table, replace_section
+    from timm_lc.train.resolve import cpu_flags
 
     unknown = [s for s in args.sections or () if s not in SECTIONS]
     if unknown:
@@ -57,8 +58,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
-    machine = (f"{args.device}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    cpu = f"{os.cpu_count()} CPU cores with {', '.join(simd) or 'no x86 SIMD flags read'}"
+    device = torch.cuda.get_device_name() if args.device == "cuda" else cpu
+    machine = f"{device}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"timm-lc bench on {machine}")
     flags = (" --quick" if args.quick else "") + (" --device cuda" if args.device == "cuda" else "")
     results, document = {}, None
@@ -72,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         table = format_table(rows, module.COLUMNS)
         print(f"\n## {name}\n\n{table}", flush=True)
         if document is not None:
-            measured = f"`timm-lc bench --sections {name}{flags}` ({machine}, {datetime.date.today()}):"
+            measured = f"`timm-lc bench --sections {name}{flags}` on {machine}; {datetime.date.today()}:"
             document = replace_section(document, name, f"{measured}\n\n{table}")
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))

@@ -23,8 +23,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("multistep", "step", "cosine", "tanh", "poly", "plateau", "constant", "wsd", "rsqrt", "none")
 MIXED_PRECISION_RULE = (
     "unset: the precision of `accelerate launch` (its --mixed_precision or config) if launched through it, "
-    "else bf16 autocast on a CPU with AMX-BF16 matrix units (amx_bf16 in /proc/cpuinfo; elsewhere bf16 "
-    "matmuls are far slower than fp32) and no otherwise; on CUDA the recipe or the launcher decides. "
+    "else bf16 autocast on a CPU with AMX-BF16 matrix units (amx_bf16 in /proc/cpuinfo; AVX2-only CPUs "
+    "emulate bf16 matmuls, far slower than fp32) and no otherwise; on CUDA the recipe or the launcher decides. "
     "Master weights stay fp32")
 
 

@@ -5,7 +5,7 @@ command line reads without torch; this module adds what needs torch, timm or Acc
 """
 import dataclasses
 import os
-from typing import List, Optional, Union
+from typing import List, Optional, Set, Union
 
 import timm
 import torch
@@ -16,7 +16,7 @@ from timm_lc_settings.train import TrainConfig, scaled_milestones
 
 from .._io import write_text_atomic
 
-__all__ = ["resolve_config", "save_config", "cpu_has_amx_bf16", "trackers_for"]
+__all__ = ["resolve_config", "save_config", "cpu_flags", "cpu_has_amx_bf16", "trackers_for"]
 
 
 def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
@@ -29,21 +29,33 @@ def save_config(cfg: TrainConfig, path: Union[str, os.PathLike]) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has AMX-BF16 matrix units (the ``amx_bf16`` flag of Linux's cpuinfo), which
-    decides whether a CPU run defaults to bf16 mixed precision.
+def cpu_flags(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> Set[str]:
+    """The CPU's feature flags, as Linux's cpuinfo lists them (``avx2``, ``avx512_bf16``, ``amx_bf16``, ...).
 
     Args:
         cpuinfo: the cpuinfo file to read.
 
     Returns:
-        True if a ``flags`` line lists ``amx_bf16``; False otherwise or when the file cannot be read.
+        The flags of every ``flags`` line; empty when the file cannot be read (another OS).
     """
     try:
         with open(cpuinfo) as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
     except OSError:
-        return False
+        return set()
+
+
+def cpu_has_amx_bf16(cpuinfo: Union[str, os.PathLike] = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has AMX-BF16 matrix units, which decides whether a CPU run defaults to bf16 mixed
+    precision.
+
+    Args:
+        cpuinfo: the cpuinfo file to read.
+
+    Returns:
+        True if its flags list ``amx_bf16``; False otherwise or when the file cannot be read.
+    """
+    return "amx_bf16" in cpu_flags(cpuinfo)
 
 
 def _default_mixed_precision(on_cpu: bool) -> str:
