@@ -1,4 +1,5 @@
 """timm-lc bench plumbing on tiny shapes (the measurements themselves are not asserted: noisy)."""
+import pytest
 import torch
 
 from timm_lc.studies.bench import format_table, replace_section
@@ -61,6 +62,15 @@ def test_bench_markdown_rewrites_the_tables_of_the_sections_it_ran(tmp_path, mon
     assert "| layer | 1.5 |" in text
     assert text.index("Tail.") < text.index("## training") < text.index("| LC | 9.0 |")
     assert "| layer | 1.5 |" in capsys.readouterr().out
+
+
+def test_bench_refuses_an_output_it_could_not_write_before_measuring(tmp_path, capsys):
+    from timm_lc_cli.bench import main
+
+    for argv in (["--markdown", str(tmp_path)], ["--json", str(tmp_path / "missing" / "rows.json")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--sections", "busy"] + argv)
+        assert exit_info.value.code == 2 and "expected a file in an existing directory" in capsys.readouterr().err
 
 
 def test_ddp_sleep_section_times_a_real_two_process_sleep():

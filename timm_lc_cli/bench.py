@@ -45,6 +45,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    for flag, target in (("--json", args.json), ("--markdown", args.markdown)):
+        if target and (Path(target).is_dir() or not Path(target).absolute().parent.is_dir()):
+            parser.error(f"{flag} {target}: expected a file in an existing directory")
     import torch
 
     from timm_lc._io import write_text_atomic
