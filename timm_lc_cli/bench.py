@@ -61,9 +61,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but torch.cuda.is_available() is False")
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
-    cpu = f"{os.cpu_count()} CPU cores with {', '.join(simd) or 'no x86 SIMD flags read'}"
-    device = torch.cuda.get_device_name() if args.device == "cuda" else cpu
+    if args.device == "cuda":
+        device = torch.cuda.get_device_name()
+    else:
+        present = cpu_flags()
+        simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in present]
+        device = f"{os.cpu_count()} CPU cores with {', '.join(simd) or 'no x86 SIMD flags read'}"
     machine = f"{device}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"timm-lc bench on {machine}")
     flags = (" --quick" if args.quick else "") + (" --device cuda" if args.device == "cuda" else "")

@@ -48,7 +48,8 @@ def replace_section(document: str, section: str, body: str) -> str:
     """
     start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
     block = f"{start}\n{body.strip()}\n{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    if pattern.search(document):
-        return pattern.sub(lambda _: block, document, count=1)
+    replaced, found = re.subn(re.escape(start) + r".*?" + re.escape(end), lambda _: block, document, count=1,
+                              flags=re.S)
+    if found:
+        return replaced
     return f"{document.rstrip()}\n\n## {section}\n\n{block}\n".lstrip()
